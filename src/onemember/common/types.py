@@ -1,0 +1,56 @@
+"""Enumerations shared across domains."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    HQ_ADMIN = "hq_admin"
+    REGIONAL_MANAGER = "regional_manager"
+    STORE_MANAGER = "store_manager"
+    CLERK = "clerk"
+    CS_AGENT = "cs_agent"
+    AUDITOR = "auditor"
+
+
+class IdentityKind(StrEnum):
+    PHONE = "phone"
+    CARD = "card"
+    WECHAT_OPENID = "wechat_openid"
+    WECHAT_UNIONID = "wechat_unionid"
+    ALIPAY_UID = "alipay_uid"
+
+
+class Gender(StrEnum):
+    MALE = "male"
+    FEMALE = "female"
+    UNKNOWN = "unknown"
+
+
+class MemberStatus(StrEnum):
+    ACTIVE = "active"
+    MERGED = "merged"
+    ERASED = "erased"
+
+
+class EntryKind(StrEnum):
+    EARN = "earn"
+    REDEEM = "redeem"
+    EARN_REVERSAL = "earn_reversal"
+    REDEEM_REFUND = "redeem_refund"
+    DEBT_REPAY = "debt_repay"
+    WRITE_OFF = "write_off"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
+    IMPORT_OPENING = "import_opening"
+    MERGE_IN = "merge_in"
+    MERGE_OUT = "merge_out"
+
+
+class ShortfallPolicy(StrEnum):
+    """What a return does when the points it must take back were already spent."""
+
+    DEBT = "debt"  # the member owes the points; later earnings repay them
+    DEDUCT_REFUND = "deduct_refund"  # the cash refund is reduced by the points' value
+    WRITE_OFF = "write_off"  # the chain forgives them (recorded as a write-off)

@@ -1,0 +1,20 @@
+"""Imports every domain's tables so that metadata (Alembic, tests) sees them all."""
+
+from onemember.audit.models import AuditLog
+from onemember.auth.models import ApiKey, StaffSession
+from onemember.common.models import Counter, IdempotencyRecord
+from onemember.db import Base
+from onemember.events.models import Event, WebhookDelivery, WebhookEndpoint
+from onemember.members.models import Member, MemberIdentity, MemberMerge
+from onemember.orders.models import Order, OrderLine, OrderPayment, OrderReturn, ReturnLine
+from onemember.org.models import Brand, Org, Region, Staff, Store
+from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement, PointsProgram
+from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats, MemberTag
+
+__all__ = [
+    "ApiKey", "AuditLog", "Base", "Brand", "Counter", "Event", "IdempotencyRecord", "Member",
+    "MemberCategoryStats", "MemberIdentity", "MemberMerge", "MemberStats", "MemberStoreStats", "MemberTag",
+    "Order", "OrderLine", "OrderPayment", "OrderReturn", "Org", "PointAccount", "PointEntry", "PointLot",
+    "PointLotMovement", "PointsProgram", "Region", "ReturnLine", "Staff", "StaffSession", "Store",
+    "WebhookDelivery", "WebhookEndpoint",
+]
