@@ -39,8 +39,9 @@ class EntryKind(StrEnum):
     REDEEM = "redeem"
     EARN_REVERSAL = "earn_reversal"
     REDEEM_REFUND = "redeem_refund"
-    DEBT_REPAY = "debt_repay"
-    WRITE_OFF = "write_off"
+    DEBT_OFFSET = "debt_offset"  # spendable points cancel a debt (after a merge)
+    DEBT_CASH_SETTLE = "debt_cash_settle"  # a debt settled by reducing a cash refund
+    WRITE_OFF = "write_off"  # a debt the chain forgives
     EXPIRE = "expire"
     ADJUST = "adjust"
     IMPORT_OPENING = "import_opening"

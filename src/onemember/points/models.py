@@ -2,8 +2,10 @@
 
 * ``point_accounts`` hold a member's cached ``balance`` (spendable, never negative) and ``debt``
   (points taken back by a return after they were spent; later earnings repay it).
-* ``point_entries`` are append-only (a database trigger refuses updates and deletes). For every
-  account ``sum(entries.amount) == balance - debt``.
+* ``point_entries`` are append-only (a database trigger refuses updates and deletes). ``amount`` is
+  the change of ``balance - debt`` and ``debt_change`` the change of ``debt``, so for every account
+  ``sum(entries.amount) == balance - debt`` and ``sum(entries.debt_change) == debt``; the open lots
+  change by ``amount + debt_change``.
 * ``point_lots`` are the earned parcels with issuing store, availability and expiry; ``remaining`` is
   what is left of each. For every account ``sum(lots.remaining) == balance``.
 * ``point_lot_movements`` record each consumption (negative) and restoration (positive) of a lot by an
@@ -72,11 +74,16 @@ class PointEntry(Base):
     member_id: Mapped[int] = mapped_column(BigId, ForeignKey("members.id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     amount: Mapped[int] = mapped_column(BigInteger)
+    debt_change: Mapped[int] = mapped_column(BigInteger, default=0)
     balance_after: Mapped[int] = mapped_column(BigInteger)
     debt_after: Mapped[int] = mapped_column(BigInteger)
     store_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("stores.id"), nullable=True)
     order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("orders.id"), nullable=True, index=True)
     return_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("order_returns.id"), nullable=True)
+    # The entry this one reverses (a return's earn reversal or refund of redeemed points).
+    reverses_entry_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("point_entries.id"), nullable=True, index=True
+    )
     # A unique reference for operations that must apply once (an import's opening balance, say).
     ref: Mapped[str | None] = mapped_column(String(120), nullable=True)
     reason: Mapped[str] = mapped_column(String(300), default="")

@@ -2,7 +2,7 @@
 
 Revision ID: 093aa5311ab2
 Revises: 
-Create Date: 2026-11-23 12:49:54.029816+00:00
+Create Date: 2026-11-23 12:56:18.026907+00:00
 """
 
 from collections.abc import Sequence
@@ -514,11 +514,13 @@ def upgrade() -> None:
     sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('debt_change', sa.BigInteger(), nullable=False),
     sa.Column('balance_after', sa.BigInteger(), nullable=False),
     sa.Column('debt_after', sa.BigInteger(), nullable=False),
     sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('return_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reverses_entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('ref', sa.String(length=120), nullable=True),
     sa.Column('reason', sa.String(length=300), nullable=False),
     sa.Column('actor', sa.String(length=120), nullable=False),
@@ -528,6 +530,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_point_entries_order_id_orders')),
     sa.ForeignKeyConstraint(['org_id'], ['orgs.id'], name=op.f('fk_point_entries_org_id_orgs')),
     sa.ForeignKeyConstraint(['return_id'], ['order_returns.id'], name=op.f('fk_point_entries_return_id_order_returns')),
+    sa.ForeignKeyConstraint(['reverses_entry_id'], ['point_entries.id'], name=op.f('fk_point_entries_reverses_entry_id_point_entries')),
     sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_point_entries_store_id_stores')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_point_entries')),
     sa.UniqueConstraint('account_id', 'ref', name=op.f('uq_point_entries_account_id_ref'))
@@ -537,6 +540,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_point_entries_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_point_entries_member_id'), ['member_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_point_entries_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_point_entries_reverses_entry_id'), ['reverses_entry_id'], unique=False)
 
     op.create_table('return_lines',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -623,6 +627,7 @@ def downgrade() -> None:
 
     op.drop_table('return_lines')
     with op.batch_alter_table('point_entries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_point_entries_reverses_entry_id'))
         batch_op.drop_index(batch_op.f('ix_point_entries_order_id'))
         batch_op.drop_index(batch_op.f('ix_point_entries_member_id'))
         batch_op.drop_index(batch_op.f('ix_point_entries_created_at'))

@@ -1,0 +1,91 @@
+"""The ASGI app: routers, problem+json error handlers and the background event dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from onemember import __version__
+from onemember.db import make_engine, make_sessionmaker
+from onemember.deps import get_lang
+from onemember.errors import DomainError
+from onemember.settings import Settings, get_settings
+
+
+def _problem(status: int, code: str, zh: str, en: str, lang: str, **extra: Any) -> JSONResponse:
+    err = DomainError(zh, en, code=code, status=status, **extra)
+    return JSONResponse(err.to_problem(lang), status_code=status, media_type="application/problem+json")
+
+
+def create_app(settings: Settings | None = None, session_factory: sessionmaker[Session] | None = None,
+               *, start_dispatcher: bool | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if session_factory is None:
+        session_factory = make_sessionmaker(make_engine(settings=settings))
+    run_dispatcher = settings.dispatcher_enabled if start_dispatcher is None else start_dispatcher
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dispatcher = None
+        if run_dispatcher:
+            from onemember.events.dispatcher import Dispatcher
+
+            dispatcher = Dispatcher(session_factory, settings)
+            dispatcher.start()
+        app.state.dispatcher = dispatcher
+        yield
+        if dispatcher is not None:
+            dispatcher.stop()
+
+    app = FastAPI(
+        title="OneMember API",
+        version=__version__,
+        description="One member across every store: members, points, orders and returns for POS and ERP.",
+        lifespan=lifespan,
+    )
+    app.state.sessionmaker = session_factory
+    app.state.settings = settings
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.to_problem(get_lang(request)), status_code=exc.status,
+                            media_type="application/problem+json")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return _problem(422, "request.invalid", "请求内容无效，请检查字段", "The request is invalid; check the fields",
+                        get_lang(request), errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _problem(404, "not_found", "找不到该资源", "Not found", get_lang(request))
+        if exc.status_code == 405:
+            return _problem(405, "method_not_allowed", "不支持该请求方法", "Method not allowed", get_lang(request))
+        return _problem(exc.status_code, "http_error", str(exc.detail), str(exc.detail), get_lang(request))
+
+    from onemember.auth.api import router as auth_router
+    from onemember.events.api import router as events_router
+    from onemember.members.api import router as members_router
+    from onemember.orders.api import router as orders_router
+    from onemember.org.api import router as org_router
+    from onemember.points.api import router as points_router
+
+    for router in (auth_router, org_router, members_router, orders_router, points_router, events_router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def health() -> dict[str, str]:
+        """Liveness check."""
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,7 @@
+"""Webhook subscriptions and the event feed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
