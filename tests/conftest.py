@@ -64,7 +64,9 @@ def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
     """Sessions that all join one outer transaction, rolled back after the test."""
     conn = engine.connect()
     outer = conn.begin()
-    yield sessionmaker(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False)
+    yield sessionmaker(
+        bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
+    )
     outer.rollback()
     conn.close()
 

@@ -36,12 +36,19 @@ class Chain:
         return {"Authorization": f"Bearer {self.keys[store_code]}"}
 
 
-def make_chain(session: Session, *, code: str | None = None, earn_rate: int = 1, redeem_rate: int = 100,
-               shortfall_policy: str = "debt") -> Chain:
+def make_chain(
+    session: Session,
+    *,
+    code: str | None = None,
+    earn_rate: int = 1,
+    redeem_rate: int = 100,
+    shortfall_policy: str = "debt",
+) -> Chain:
     """Org → brands 'home' and 'kids' → regions → stores A (Shanghai), B (Hangzhou), C (Beijing, kids)."""
     code = code or f"t{secrets.token_hex(4)}"
-    org: Org = org_service.create_org(session, code, "测试连锁", earn_points_per_yuan=earn_rate,
-                                      redeem_points_per_yuan=redeem_rate)
+    org: Org = org_service.create_org(
+        session, code, "测试连锁", earn_points_per_yuan=earn_rate, redeem_points_per_yuan=redeem_rate
+    )
     org.return_shortfall_policy = shortfall_policy
     home = org_service.add_brand(session, org, "home", "优家")
     kids = org_service.add_brand(session, org, "kids", "优童")
@@ -64,8 +71,18 @@ def make_chain(session: Session, *, code: str | None = None, earn_rate: int = 1,
         ("auditor", Role.AUDITOR, None, None),
     ]
     for username, role, store_id, region_id in people:
-        session.add(Staff(org_id=org.id, username=username, display_name=username, password_hash=_password_hash(),
-                          role=str(role), store_id=store_id, region_id=region_id, active=True))
+        session.add(
+            Staff(
+                org_id=org.id,
+                username=username,
+                display_name=username,
+                password_hash=_password_hash(),
+                role=str(role),
+                store_id=store_id,
+                region_id=region_id,
+                active=True,
+            )
+        )
         chain.staff[username] = str(role)
     admin: Principal = system_principal(org.id)
     for store_code, store in stores.items():

@@ -75,8 +75,15 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("onemember.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-                workers=workers, log_level="warning", access_log=False)
+    uvicorn.run(
+        "onemember.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()
@@ -96,8 +103,9 @@ def demo(
         if if_empty and session.scalar(select(func.count()).select_from(Org)):
             console.print("an org exists already; demo data not loaded")
             return
-    result = generate(factory, org_code=org_code, members=members, stores=stores, days=days, seed=seed,
-                      console=console)
+    result = generate(
+        factory, org_code=org_code, members=members, stores=stores, days=days, seed=seed, console=console
+    )
     console.print(result.summary())
 
 
@@ -115,10 +123,14 @@ def staff_create(
         with transaction(_factory()) as session:
             o = _org(session, org)
             store_id = org_service.store_by_code(session, o.id, store).id if store else None
-            region_id = session.scalar(select(Region.id).where(Region.org_id == o.id, Region.code == region)) \
-                if region else None
-            staff = org_service.add_staff(session, o.id, username, password, role, store_id=store_id,
-                                          region_id=region_id)
+            region_id = (
+                session.scalar(select(Region.id).where(Region.org_id == o.id, Region.code == region))
+                if region
+                else None
+            )
+            staff = org_service.add_staff(
+                session, o.id, username, password, role, store_id=store_id, region_id=region_id
+            )
             console.print(f"created {staff.username} ({staff.role})")
     except DomainError as err:
         _fail(err)
@@ -134,8 +146,9 @@ def apikey_create(
     try:
         with transaction(_factory()) as session:
             o = _org(session, org)
-            secret, key = auth_service.create_api_key(session, system_principal(o.id, "cli"),
-                                                      org_service.store_by_code(session, o.id, store), name)
+            secret, key = auth_service.create_api_key(
+                session, system_principal(o.id, "cli"), org_service.store_by_code(session, o.id, store), name
+            )
             console.print(f"store {store} key {key.prefix}: [bold]{secret}[/bold]  (shown once)")
     except DomainError as err:
         _fail(err)

@@ -51,8 +51,10 @@ def mask(kind: str, value: str) -> str:
     if len(value) <= 4:
         return "*" * len(value)
     keep = 4 if len(value) > 10 else 2
-    return f"{value[:keep]}{'*' * (len(value) - 2 * keep)}{value[-keep:]}" if len(value) > 2 * keep else (
-        value[:1] + "*" * (len(value) - 2) + value[-1:]
+    return (
+        f"{value[:keep]}{'*' * (len(value) - 2 * keep)}{value[-keep:]}"
+        if len(value) > 2 * keep
+        else (value[:1] + "*" * (len(value) - 2) + value[-1:])
     )
 
 

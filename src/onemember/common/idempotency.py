@@ -66,9 +66,13 @@ def _replay(record: IdempotencyRecord, req_hash: str, operation: str) -> Outcome
 
 
 def _find(session: Session, principal: Principal, key: str) -> IdempotencyRecord | None:
-    return session.scalar(select(IdempotencyRecord).where(
-        IdempotencyRecord.org_id == principal.org_id, IdempotencyRecord.principal == principal.key,
-        IdempotencyRecord.key == key))
+    return session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.org_id == principal.org_id,
+            IdempotencyRecord.principal == principal.key,
+            IdempotencyRecord.key == key,
+        )
+    )
 
 
 def run(
@@ -101,9 +105,17 @@ def run(
         return outcome
     now = utcnow()
     expires = now + timedelta(days=get_settings().idempotency_ttl_days)
-    record = IdempotencyRecord(org_id=principal.org_id, principal=principal.key, key=key, operation=operation,
-                               request_hash=req_hash, status_code=0, response_body=None, created_at=now,
-                               expires_at=expires)
+    record = IdempotencyRecord(
+        org_id=principal.org_id,
+        principal=principal.key,
+        key=key,
+        operation=operation,
+        request_hash=req_hash,
+        status_code=0,
+        response_body=None,
+        created_at=now,
+        expires_at=expires,
+    )
     try:
         session.add(record)
         session.flush()
@@ -124,10 +136,19 @@ def run(
     except DomainError as err:
         session.rollback()
         problem = err.to_problem(lang)
-        session.add(IdempotencyRecord(org_id=principal.org_id, principal=principal.key, key=key,
-                                      operation=operation, request_hash=req_hash, status_code=err.status,
-                                      response_body=json.dumps(problem, ensure_ascii=False).encode(),
-                                      created_at=now, expires_at=expires))
+        session.add(
+            IdempotencyRecord(
+                org_id=principal.org_id,
+                principal=principal.key,
+                key=key,
+                operation=operation,
+                request_hash=req_hash,
+                status_code=err.status,
+                response_body=json.dumps(problem, ensure_ascii=False).encode(),
+                created_at=now,
+                expires_at=expires,
+            )
+        )
         try:
             session.commit()
         except IntegrityError:

@@ -27,25 +27,54 @@ router = APIRouter(prefix="/api/v1/members", tags=["members"])
 
 
 @router.post("", status_code=201, response_model=MemberOut)
-def register_member(body: RegisterIn, principal: CurrentPrincipal, session: SessionDep, lang: Lang,
-                    idem: IdempotencyKey = None) -> JSONResponse:
+def register_member(
+    body: RegisterIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    lang: Lang,
+    idem: IdempotencyKey = None,
+) -> JSONResponse:
     """Register a member at a store; the answer carries the new member number."""
 
     def work() -> MemberOut:
-        store = acting_store(session, principal, body.store_code) if (body.store_code or principal.store_id) else None
-        extra = {k: v for k, v in {"card": body.card_no, "wechat_openid": body.wechat_openid,
-                                   "wechat_unionid": body.wechat_unionid, "alipay_uid": body.alipay_uid}.items() if v}
-        member = service.register(session, principal, store.id if store else None, service.Registration(
-            phone=body.phone, name=body.name, birthday=body.birthday, gender=body.gender, channel=body.channel,
-            identities=extra))
+        store = (
+            acting_store(session, principal, body.store_code)
+            if (body.store_code or principal.store_id)
+            else None
+        )
+        extra = {
+            k: v
+            for k, v in {
+                "card": body.card_no,
+                "wechat_openid": body.wechat_openid,
+                "wechat_unionid": body.wechat_unionid,
+                "alipay_uid": body.alipay_uid,
+            }.items()
+            if v
+        }
+        member = service.register(
+            session,
+            principal,
+            store.id if store else None,
+            service.Registration(
+                phone=body.phone,
+                name=body.name,
+                birthday=body.birthday,
+                gender=body.gender,
+                channel=body.channel,
+                identities=extra,
+            ),
+        )
         return views.member_out(session, principal, member)
 
-    return respond(idempotency.run(session, principal, idem, "members.register", body, work, status=201, lang=lang))
+    return respond(
+        idempotency.run(session, principal, idem, "members.register", body, work, status=201, lang=lang)
+    )
 
 
 @router.post("/lookup", response_model=MemberOut)
 def lookup_member(body: LookupIn, principal: CurrentPrincipal, session: SessionDep) -> MemberOut:
-    """Find one member from any store by exact member number, member code, phone, card, openid or Alipay id."""
+    """Find a member from any store by exact number, member code, phone, card, openid or Alipay id."""
     member = service.resolve(session, principal.org_id, service.MemberRef(**body.model_dump()))
     return views.member_out(session, principal, member)
 
@@ -59,8 +88,9 @@ def preview_merge(survivor: str, merged: str, principal: CurrentPrincipal, sessi
 
 
 @router.post("/merge", response_model=MergeOut)
-def merge_members(body: MergeIn, principal: CurrentPrincipal, session: SessionDep, lang: Lang,
-                  idem: IdempotencyKey = None) -> JSONResponse:
+def merge_members(
+    body: MergeIn, principal: CurrentPrincipal, session: SessionDep, lang: Lang, idem: IdempotencyKey = None
+) -> JSONResponse:
     """Merge two members who are one person; the merged number keeps resolving to the survivor."""
 
     def work() -> MergeOut:
@@ -89,26 +119,44 @@ def issue_member_code(member_no: str, principal: CurrentPrincipal, session: Sess
 
 
 @router.post("/{member_no}/identities", response_model=BindIdentityOut)
-def bind_identity(member_no: str, body: BindIdentityIn, principal: CurrentPrincipal, session: SessionDep,
-                  lang: Lang, idem: IdempotencyKey = None) -> JSONResponse:
+def bind_identity(
+    member_no: str,
+    body: BindIdentityIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    lang: Lang,
+    idem: IdempotencyKey = None,
+) -> JSONResponse:
     """Bind a phone, card, WeChat or Alipay identity; one held by another member starts a merge."""
 
     def work() -> BindIdentityOut:
         member = service.by_member_no(session, principal.org_id, member_no)
-        identity, merge = service.bind_identity(session, principal, member, body.kind, body.value,
-                                                merge=body.merge, reason=body.reason)
+        identity, merge = service.bind_identity(
+            session, principal, member, body.kind, body.value, merge=body.merge, reason=body.reason
+        )
         return BindIdentityOut(
             member_no=member.member_no,
             bound=IdentityOut(kind=identity.kind, masked=identity.value_masked) if identity else None,
             merged_member_no=str(merge.moved.get("merged_member_no")) if merge else None,
         )
 
-    return respond(idempotency.run(session, principal, idem, "members.bind", {"member_no": member_no,
-                                   **body.model_dump()}, work, lang=lang))
+    return respond(
+        idempotency.run(
+            session,
+            principal,
+            idem,
+            "members.bind",
+            {"member_no": member_no, **body.model_dump()},
+            work,
+            lang=lang,
+        )
+    )
 
 
 @router.post("/{member_no}/reveal", response_model=RevealOut)
-def reveal_identity(member_no: str, body: RevealIn, principal: CurrentPrincipal, session: SessionDep) -> RevealOut:
+def reveal_identity(
+    member_no: str, body: RevealIn, principal: CurrentPrincipal, session: SessionDep
+) -> RevealOut:
     """Show the full phone (or other identifier) to a role allowed to see it; the reveal is audited."""
     member = service.by_member_no(session, principal.org_id, member_no)
     value = service.reveal_identity(session, principal, member, body.kind, body.reason)

@@ -26,7 +26,9 @@ class Member(Base):
     gender: Mapped[str] = mapped_column(String(10), default="unknown")
     birthday: Mapped[date | None] = mapped_column(Date, nullable=True)
     channel: Mapped[str] = mapped_column(String(30), default="pos")
-    registered_store_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("stores.id"), nullable=True, index=True)
+    registered_store_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("stores.id"), nullable=True, index=True
+    )
     status: Mapped[str] = mapped_column(String(12), default="active")
     merged_into_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("members.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

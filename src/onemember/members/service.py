@@ -76,7 +76,9 @@ def find_by_identity(session: Session, org_id: int, kind: str, value: str) -> Me
     return session.scalar(
         select(Member)
         .join(MemberIdentity, MemberIdentity.member_id == Member.id)
-        .where(MemberIdentity.org_id == org_id, MemberIdentity.kind == kind, MemberIdentity.value_bidx == bidx)
+        .where(
+            MemberIdentity.org_id == org_id, MemberIdentity.kind == kind, MemberIdentity.value_bidx == bidx
+        )
     )
 
 
@@ -118,7 +120,9 @@ def resolve(session: Session, org_id: int, ref: MemberRef) -> Member:
         if member is None:
             raise MemberNotFound()
         return member
-    raise InvalidIdentity("请提供会员号、会员码或标识", "Give a member number, a member code or an identifier")
+    raise InvalidIdentity(
+        "请提供会员号、会员码或标识", "Give a member number, a member code or an identifier"
+    )
 
 
 # --- dynamic member code ---------------------------------------------------------------------------
@@ -127,7 +131,9 @@ _CODE_PREFIX = "OM"
 
 
 def _code_sig(payload: bytes) -> bytes:
-    return hmac.new(get_settings().resolved_secret_key(), b"member-code" + payload, hashlib.sha256).digest()[:8]
+    return hmac.new(get_settings().resolved_secret_key(), b"member-code" + payload, hashlib.sha256).digest()[
+        :8
+    ]
 
 
 def issue_member_code(member: Member, now: float | None = None) -> tuple[str, datetime]:
@@ -281,8 +287,15 @@ def bind_identity(
         )
     identity = _identity_row(principal.org_id, member.id, kind, normalized)
     session.add(identity)
-    audit.record(session, principal, "member.identity_bound", target_type="member", target_id=member.member_no,
-                 member_id=member.id, details={"kind": kind, "masked": identity.value_masked})
+    audit.record(
+        session,
+        principal,
+        "member.identity_bound",
+        target_type="member",
+        target_id=member.member_no,
+        member_id=member.id,
+        details={"kind": kind, "masked": identity.value_masked},
+    )
     session.flush()
     return identity, None
 
@@ -290,8 +303,9 @@ def bind_identity(
 def reveal_identity(session: Session, principal: Principal, member: Member, kind: str, reason: str) -> str:
     """The full value of an identity for roles allowed to see it; every reveal is audited."""
     if not principal.can_reveal_pii:
-        raise Forbidden("您的角色无权查看完整个人信息", "Your role may not see full personal data",
-                        code="auth.pii_reveal")
+        raise Forbidden(
+            "您的角色无权查看完整个人信息", "Your role may not see full personal data", code="auth.pii_reveal"
+        )
     identity = session.scalar(
         select(MemberIdentity)
         .where(MemberIdentity.member_id == member.id, MemberIdentity.kind == kind)
@@ -300,8 +314,16 @@ def reveal_identity(session: Session, principal: Principal, member: Member, kind
     )
     if identity is None:
         raise MemberNotFound("该会员没有此类标识", "The member has no identifier of that kind")
-    audit.record(session, principal, "member.pii_revealed", target_type="member", target_id=member.member_no,
-                 member_id=member.id, reason=reason, details={"kind": kind})
+    audit.record(
+        session,
+        principal,
+        "member.pii_revealed",
+        target_type="member",
+        target_id=member.member_no,
+        member_id=member.id,
+        reason=reason,
+        details={"kind": kind},
+    )
     return get_cipher().decrypt(identity.value_enc)
 
 
@@ -332,7 +354,9 @@ def _check_mergeable(survivor: Member, merged: Member) -> None:
         raise MergeInvalid("只能合并有效会员", "Only active members can be merged")
 
 
-def merge_members(session: Session, principal: Principal, survivor: Member, merged: Member, reason: str) -> MemberMerge:
+def merge_members(
+    session: Session, principal: Principal, survivor: Member, merged: Member, reason: str
+) -> MemberMerge:
     """Fold ``merged`` into ``survivor`` in one transaction: orders, returns, points, identities, tags, stats.
 
     The merged member number keeps resolving to the survivor. Locks both accounts in id order.
@@ -345,11 +369,14 @@ def merge_members(session: Session, principal: Principal, survivor: Member, merg
     acc_m = points.ensure_account(session, principal.org_id, merged.id, program.id)
     first, second = sorted([acc_s.id, acc_m.id])
     locked = {first: points.lock_account(session, first), second: points.lock_account(session, second)}
-    ctx = points.EntryContext(reason=f"会员合并 merge {merged.member_no} → {survivor.member_no}",
-                              actor=principal.actor)
+    ctx = points.EntryContext(
+        reason=f"会员合并 merge {merged.member_no} → {survivor.member_no}", actor=principal.actor
+    )
     moved_points = points.move_account(session, locked[acc_m.id], locked[acc_s.id], ctx)
     session.execute(update(Order).where(Order.member_id == merged.id).values(member_id=survivor.id))
-    session.execute(update(OrderReturn).where(OrderReturn.member_id == merged.id).values(member_id=survivor.id))
+    session.execute(
+        update(OrderReturn).where(OrderReturn.member_id == merged.id).values(member_id=survivor.id)
+    )
     # Every identity moves, so each of the merged member's phones, cards and openids finds the survivor.
     session.execute(
         update(MemberIdentity).where(MemberIdentity.member_id == merged.id).values(member_id=survivor.id)
@@ -365,14 +392,35 @@ def merge_members(session: Session, principal: Principal, survivor: Member, merg
     merged.merged_into_id = survivor.id
     merged.updated_at = survivor.updated_at = utcnow()
     record = MemberMerge(
-        org_id=principal.org_id, survivor_id=survivor.id, merged_id=merged.id, actor=principal.actor,
-        reason=reason, moved={**preview, "points_moved": moved_points}, created_at=utcnow(),
+        org_id=principal.org_id,
+        survivor_id=survivor.id,
+        merged_id=merged.id,
+        actor=principal.actor,
+        reason=reason,
+        moved={**preview, "points_moved": moved_points},
+        created_at=utcnow(),
     )
     session.add(record)
-    audit.record(session, principal, "member.merged", target_type="member", target_id=survivor.member_no,
-                 member_id=survivor.id, reason=reason, details=record.moved)
-    events.emit(session, principal.org_id, "member.merged",
-                {"survivor_member_no": survivor.member_no, "merged_member_no": merged.member_no,
-                 "points_moved": moved_points}, member_id=survivor.id)
+    audit.record(
+        session,
+        principal,
+        "member.merged",
+        target_type="member",
+        target_id=survivor.member_no,
+        member_id=survivor.id,
+        reason=reason,
+        details=record.moved,
+    )
+    events.emit(
+        session,
+        principal.org_id,
+        "member.merged",
+        {
+            "survivor_member_no": survivor.member_no,
+            "merged_member_no": merged.member_no,
+            "points_moved": moved_points,
+        },
+        member_id=survivor.id,
+    )
     session.flush()
     return record

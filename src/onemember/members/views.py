@@ -15,16 +15,21 @@ from onemember.segments.models import MemberStats, MemberStoreStats
 
 
 def in_scope(session: Session, principal: Principal, member: Member) -> bool:
-    """HQ sees every member; store and regional staff see members registered at or shopping in their stores."""
+    """HQ sees every member; store and regional staff see those registered or shopping in their stores."""
     if principal.store_ids is None:
         return True
     if member.registered_store_id in principal.store_ids:
         return True
-    return session.scalar(
-        select(MemberStoreStats.store_id).where(
-            MemberStoreStats.member_id == member.id, MemberStoreStats.store_id.in_(principal.store_ids)
-        ).limit(1)
-    ) is not None
+    return (
+        session.scalar(
+            select(MemberStoreStats.store_id)
+            .where(
+                MemberStoreStats.member_id == member.id, MemberStoreStats.store_id.in_(principal.store_ids)
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def mask_name(name: str) -> str:
@@ -52,17 +57,27 @@ def member_out(session: Session, principal: Principal, member: Member) -> Member
         registered_store_code=_store_code(session, member.registered_store_id),
         status=member.status,
         created_at=member.created_at,
-        identities=[IdentityOut(kind=i.kind, masked=i.value_masked) for i in service.identities_of(session, member.id)],
+        identities=[
+            IdentityOut(kind=i.kind, masked=i.value_masked) for i in service.identities_of(session, member.id)
+        ],
         points=PointsSummary(
-            balance=account.balance if account else 0, debt=account.debt if account else 0,
+            balance=account.balance if account else 0,
+            debt=account.debt if account else 0,
             lifetime_earned=account.lifetime_earned if account else 0,
             lifetime_redeemed=account.lifetime_redeemed if account else 0,
         ),
         stats=StatsOut(
-            first_purchase_at=st.first_purchase_at, first_store_code=_store_code(session, st.first_store_id),
-            last_purchase_at=st.last_purchase_at, last_store_code=_store_code(session, st.last_store_id),
-            order_count=st.order_count, total_spend_fen=st.total_spend_fen, return_count=st.return_count,
-            returned_fen=st.returned_fen, store_count=st.store_count,
-        ) if st else None,
+            first_purchase_at=st.first_purchase_at,
+            first_store_code=_store_code(session, st.first_store_id),
+            last_purchase_at=st.last_purchase_at,
+            last_store_code=_store_code(session, st.last_store_id),
+            order_count=st.order_count,
+            total_spend_fen=st.total_spend_fen,
+            return_count=st.return_count,
+            returned_fen=st.returned_fen,
+            store_count=st.store_count,
+        )
+        if st
+        else None,
         full_profile=full,
     )

@@ -39,7 +39,9 @@ def acting_store(session: Session, principal: Principal, store_code: str | None)
     elif principal.store_id is not None:
         store = org_service.get_store(session, principal.org_id, principal.store_id)
     else:
-        raise InvalidOrder("请指定门店 store_code", "Name the store (store_code)", code="orders.store_required")
+        raise InvalidOrder(
+            "请指定门店 store_code", "Name the store (store_code)", code="orders.store_required"
+        )
     principal.require_store(store.id)
     return store
 
@@ -73,7 +75,9 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
     now = utcnow()
     occurred = data.occurred_at or now
     if (occurred - now).total_seconds() > 300:  # a till's clock may run a little fast
-        raise InvalidOrder("下单时间不能晚于当前时间", "occurred_at is in the future", code="orders.future_time")
+        raise InvalidOrder(
+            "下单时间不能晚于当前时间", "occurred_at is in the future", code="orders.future_time"
+        )
 
     member: Member | None = None
     if data.member is not None:
@@ -81,28 +85,41 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         if member.status != MemberStatus.ACTIVE:
             raise MemberNotFound()
     if data.redeem_points and member is None:
-        raise InvalidRedeemAmount("非会员订单不能使用积分", "Points need a member", code="points.member_required")
+        raise InvalidRedeemAmount(
+            "非会员订单不能使用积分", "Points need a member", code="points.member_required"
+        )
 
     amounts = [line.quantity * line.unit_price_fen for line in data.lines]
     total = sum(amounts)
     unit = calc.redeem_unit(program.redeem_points_per_yuan)
     if data.redeem_points % unit:
-        raise InvalidRedeemAmount(f"抵扣积分须为 {unit} 的整数倍", f"Points to redeem must be a multiple of {unit}",
-                                  unit=unit)
+        raise InvalidRedeemAmount(
+            f"抵扣积分须为 {unit} 的整数倍", f"Points to redeem must be a multiple of {unit}", unit=unit
+        )
     value_fen = calc.points_value_fen(data.redeem_points, program.redeem_points_per_yuan)
     if value_fen > total:
-        raise InvalidRedeemAmount("抵扣金额超过订单金额", "Points would pay more than the order total",
-                                  max_points=total * program.redeem_points_per_yuan // 100 // unit * unit)
+        raise InvalidRedeemAmount(
+            "抵扣金额超过订单金额",
+            "Points would pay more than the order total",
+            max_points=total * program.redeem_points_per_yuan // 100 // unit * unit,
+        )
     due = total - value_fen
     payments = data.payments
     paid_sum = sum(p.amount_fen for p in payments)
     if paid_sum != due:
-        raise PaymentMismatch(f"应付 {due} 分，支付合计 {paid_sum} 分", f"Due {due} fen, payments add up to {paid_sum} fen",
-                              due_fen=due, paid_fen=paid_sum)
+        raise PaymentMismatch(
+            f"应付 {due} 分，支付合计 {paid_sum} 分",
+            f"Due {due} fen, payments add up to {paid_sum} fen",
+            due_fen=due,
+            paid_fen=paid_sum,
+        )
     if data.client_order_id:
         existing = session.scalar(
-            select(Order.order_no).where(Order.org_id == principal.org_id, Order.store_id == store.id,
-                                         Order.client_order_id == data.client_order_id)
+            select(Order.order_no).where(
+                Order.org_id == principal.org_id,
+                Order.store_id == store.id,
+                Order.client_order_id == data.client_order_id,
+            )
         )
         if existing:
             raise DuplicateClientOrder(order_no=existing)
@@ -116,22 +133,43 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
     earned = sum(p.points_earned for p in plans) if member is not None else 0
 
     order = Order(
-        org_id=principal.org_id, order_no=public_no("S", occurred, org.timezone), store_id=store.id,
-        member_id=member.id if member else None, client_order_id=data.client_order_id, status="completed",
-        source=source, total_fen=total, points_redeemed=data.redeem_points, points_value_fen=value_fen,
-        paid_fen=due, points_earned=earned, refunded_fen=0, actor=principal.actor, occurred_at=occurred,
-        created_at=now, earn_explanation=[],
+        org_id=principal.org_id,
+        order_no=public_no("S", occurred, org.timezone),
+        store_id=store.id,
+        member_id=member.id if member else None,
+        client_order_id=data.client_order_id,
+        status="completed",
+        source=source,
+        total_fen=total,
+        points_redeemed=data.redeem_points,
+        points_value_fen=value_fen,
+        paid_fen=due,
+        points_earned=earned,
+        refunded_fen=0,
+        actor=principal.actor,
+        occurred_at=occurred,
+        created_at=now,
+        earn_explanation=[],
     )
     session.add(order)
     session.flush()
     line_rows = []
     for i, (line, plan) in enumerate(zip(data.lines, plans, strict=True), start=1):
         row = OrderLine(
-            org_id=principal.org_id, order_id=order.id, line_no=i, sku=line.sku, name=line.name,
-            category=line.category, quantity=line.quantity, unit_price_fen=line.unit_price_fen,
-            amount_fen=plan.amount_fen, points_redeemed=plan.points_redeemed,
-            points_value_fen=plan.points_value_fen, paid_fen=plan.paid_fen,
-            points_earned=plan.points_earned if member else 0, returned_quantity=0,
+            org_id=principal.org_id,
+            order_id=order.id,
+            line_no=i,
+            sku=line.sku,
+            name=line.name,
+            category=line.category,
+            quantity=line.quantity,
+            unit_price_fen=line.unit_price_fen,
+            amount_fen=plan.amount_fen,
+            points_redeemed=plan.points_redeemed,
+            points_value_fen=plan.points_value_fen,
+            paid_fen=plan.paid_fen,
+            points_earned=plan.points_earned if member else 0,
+            returned_quantity=0,
         )
         line_rows.append(row)
     session.add_all(line_rows)
@@ -153,50 +191,94 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
             points.earn(session, account, earned, ctx)
             debt_repaid = debt_before - account.debt
         rate = program.earn_points_per_yuan
-        explanation.append(EarnRuleOut(
-            rule="base_rate",
-            label_zh=f"基础积分：实付每 1 元得 {rate} 积分（按行向下取整）",
-            label_en=f"Base rate: {rate} point(s) per yuan paid, rounded down per line",
-            points=earned,
-            lines=[EarnLineOut(line_no=r.line_no, sku=r.sku, eligible_fen=r.paid_fen, points=r.points_earned)
-                   for r in line_rows],
-        ))
+        explanation.append(
+            EarnRuleOut(
+                rule="base_rate",
+                label_zh=f"基础积分：实付每 1 元得 {rate} 积分（按行向下取整）",
+                label_en=f"Base rate: {rate} point(s) per yuan paid, rounded down per line",
+                points=earned,
+                lines=[
+                    EarnLineOut(line_no=r.line_no, sku=r.sku, eligible_fen=r.paid_fen, points=r.points_earned)
+                    for r in line_rows
+                ],
+            )
+        )
         order.earn_explanation = [e.model_dump() for e in explanation]
         stats.apply_order(
-            session, org_id=principal.org_id, member_id=member.id, store_id=store.id, at=occurred,
+            session,
+            org_id=principal.org_id,
+            member_id=member.id,
+            store_id=store.id,
+            at=occurred,
             spend_fen=total,
             lines=[stats.LineFact(r.category, r.quantity, r.amount_fen) for r in line_rows],
         )
 
     session.flush()
     events.emit(
-        session, principal.org_id, "order.completed",
-        {"order_no": order.order_no, "store_code": store.code, "member_no": member.member_no if member else None,
-         "total_fen": total, "paid_fen": due, "points_redeemed": data.redeem_points, "points_earned": earned,
-         "occurred_at": occurred.isoformat()},
-        member_id=member.id if member else None, store_ids=[store.id],
+        session,
+        principal.org_id,
+        "order.completed",
+        {
+            "order_no": order.order_no,
+            "store_code": store.code,
+            "member_no": member.member_no if member else None,
+            "total_fen": total,
+            "paid_fen": due,
+            "points_redeemed": data.redeem_points,
+            "points_earned": earned,
+            "occurred_at": occurred.isoformat(),
+        },
+        member_id=member.id if member else None,
+        store_ids=[store.id],
     )
     if account is not None and (earned or data.redeem_points):
         events.emit(
-            session, principal.org_id, "points.changed",
-            {"member_no": member.member_no if member else None, "order_no": order.order_no,
-             "earned": earned, "redeemed": data.redeem_points, "balance": account.balance, "debt": account.debt,
-             "reason": str(EntryKind.EARN)},
-            member_id=account.member_id, store_ids=[store.id],
+            session,
+            principal.org_id,
+            "points.changed",
+            {
+                "member_no": member.member_no if member else None,
+                "order_no": order.order_no,
+                "earned": earned,
+                "redeemed": data.redeem_points,
+                "balance": account.balance,
+                "debt": account.debt,
+                "reason": str(EntryKind.EARN),
+            },
+            member_id=account.member_id,
+            store_ids=[store.id],
         )
     return CheckoutOut(
-        order_no=order.order_no, store_code=store.code, member_no=member.member_no if member else None,
-        occurred_at=occurred, total_fen=total, points_redeemed=data.redeem_points, points_value_fen=value_fen,
-        paid_fen=due, points_earned=earned, debt_repaid=debt_repaid,
-        points_balance=account.balance if account else None, points_debt=account.debt if account else None,
-        explanation=explanation, lines=[line_out(r) for r in line_rows],
+        order_no=order.order_no,
+        store_code=store.code,
+        member_no=member.member_no if member else None,
+        occurred_at=occurred,
+        total_fen=total,
+        points_redeemed=data.redeem_points,
+        points_value_fen=value_fen,
+        paid_fen=due,
+        points_earned=earned,
+        debt_repaid=debt_repaid,
+        points_balance=account.balance if account else None,
+        points_debt=account.debt if account else None,
+        explanation=explanation,
+        lines=[line_out(r) for r in line_rows],
     )
 
 
 def line_out(r: OrderLine) -> OrderLineOut:
     return OrderLineOut(
-        line_no=r.line_no, sku=r.sku, name=r.name, category=r.category, quantity=r.quantity,
-        unit_price_fen=r.unit_price_fen, amount_fen=r.amount_fen, points_redeemed=r.points_redeemed,
-        points_value_fen=r.points_value_fen, paid_fen=r.paid_fen, points_earned=r.points_earned,
+        line_no=r.line_no,
+        sku=r.sku,
+        name=r.name,
+        category=r.category,
+        quantity=r.quantity,
+        unit_price_fen=r.unit_price_fen,
+        amount_fen=r.amount_fen,
+        points_redeemed=r.points_redeemed,
+        points_value_fen=r.points_value_fen,
+        paid_fen=r.paid_fen,
+        points_earned=r.points_earned,
         returned_quantity=r.returned_quantity,
     )

@@ -47,28 +47,48 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     org = org_service.get_org(session, principal.org_id)
     order = order_by_no(session, principal.org_id, order_no, lock=True)
     if data.client_return_id:
-        existing = session.scalar(select(OrderReturn).where(
-            OrderReturn.org_id == principal.org_id, OrderReturn.store_id == store.id,
-            OrderReturn.client_return_id == data.client_return_id))
+        existing = session.scalar(
+            select(OrderReturn).where(
+                OrderReturn.org_id == principal.org_id,
+                OrderReturn.store_id == store.id,
+                OrderReturn.client_return_id == data.client_return_id,
+            )
+        )
         if existing is not None:
-            raise InvalidOrder("该门店已有相同客户端退货单号", "A return with that client return id exists",
-                               code="orders.duplicate_client_return_id", return_no=existing.return_no)
-    lines = {line.line_no: line for line in session.scalars(
-        select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no).with_for_update()
-    )}
+            raise InvalidOrder(
+                "该门店已有相同客户端退货单号",
+                "A return with that client return id exists",
+                code="orders.duplicate_client_return_id",
+                return_no=existing.return_no,
+            )
+    lines = {
+        line.line_no: line
+        for line in session.scalars(
+            select(OrderLine)
+            .where(OrderLine.order_id == order.id)
+            .order_by(OrderLine.line_no)
+            .with_for_update()
+        )
+    }
     wanted: dict[int, int] = {}
     for item in data.lines:
         wanted[item.line_no] = wanted.get(item.line_no, 0) + item.quantity
     for line_no, qty in wanted.items():
         line = lines.get(line_no)
         if line is None:
-            raise InvalidOrder(f"订单没有第 {line_no} 行", f"The order has no line {line_no}",
-                               code="orders.no_such_line", line_no=line_no)
+            raise InvalidOrder(
+                f"订单没有第 {line_no} 行",
+                f"The order has no line {line_no}",
+                code="orders.no_such_line",
+                line_no=line_no,
+            )
         if line.returned_quantity + qty > line.quantity:
             raise ReturnExceedsQuantity(
                 f"第 {line_no} 行最多还可退 {line.quantity - line.returned_quantity} 件",
                 f"Line {line_no} has {line.quantity - line.returned_quantity} unit(s) left to return",
-                line_no=line_no, returnable=line.quantity - line.returned_quantity)
+                line_no=line_no,
+                returnable=line.quantity - line.returned_quantity,
+            )
 
     member = session.get(Member, order.member_id) if order.member_id else None
     account = None
@@ -82,11 +102,16 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     for line_no, qty in sorted(wanted.items()):
         line = lines[line_no]
         done = line.returned_quantity
-        parts.append((line, qty,
-                      calc.proportional_part(line.amount_fen, done, qty, line.quantity),
-                      calc.proportional_part(line.paid_fen, done, qty, line.quantity),
-                      calc.proportional_part(line.points_earned, done, qty, line.quantity),
-                      calc.proportional_part(line.points_redeemed, done, qty, line.quantity)))
+        parts.append(
+            (
+                line,
+                qty,
+                calc.proportional_part(line.amount_fen, done, qty, line.quantity),
+                calc.proportional_part(line.paid_fen, done, qty, line.quantity),
+                calc.proportional_part(line.points_earned, done, qty, line.quantity),
+                calc.proportional_part(line.points_redeemed, done, qty, line.quantity),
+            )
+        )
     amount = sum(p[2] for p in parts)
     refund = sum(p[3] for p in parts)
     reversed_pts = sum(p[4] for p in parts)
@@ -94,28 +119,59 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     policy = ShortfallPolicy(org.return_shortfall_policy)
 
     ret = OrderReturn(
-        org_id=principal.org_id, return_no=public_no("R", now, org.timezone), order_id=order.id,
-        member_id=order.member_id, store_id=store.id, original_store_id=order.store_id,
-        client_return_id=data.client_return_id, amount_fen=amount, refund_fen=refund, refund_deducted_fen=0,
-        points_reversed=reversed_pts, points_refunded=refunded_pts, points_shortfall=0,
-        shortfall_policy=str(policy), reason=data.reason, actor=principal.actor,
-        occurred_at=data.occurred_at or now, created_at=now,
+        org_id=principal.org_id,
+        return_no=public_no("R", now, org.timezone),
+        order_id=order.id,
+        member_id=order.member_id,
+        store_id=store.id,
+        original_store_id=order.store_id,
+        client_return_id=data.client_return_id,
+        amount_fen=amount,
+        refund_fen=refund,
+        refund_deducted_fen=0,
+        points_reversed=reversed_pts,
+        points_refunded=refunded_pts,
+        points_shortfall=0,
+        shortfall_policy=str(policy),
+        reason=data.reason,
+        actor=principal.actor,
+        occurred_at=data.occurred_at or now,
+        created_at=now,
     )
     session.add(ret)
     session.flush()
     out_lines = []
     for line, qty, l_amount, l_refund, l_rev, l_ref in parts:
         line.returned_quantity += qty
-        session.add(ReturnLine(org_id=principal.org_id, return_id=ret.id, order_line_id=line.id, quantity=qty,
-                               amount_fen=l_amount, refund_fen=l_refund, points_reversed=l_rev,
-                               points_refunded=l_ref))
-        out_lines.append(ReturnLineOut(line_no=line.line_no, sku=line.sku, quantity=qty, amount_fen=l_amount,
-                                       refund_fen=l_refund, points_reversed=l_rev, points_refunded=l_ref))
+        session.add(
+            ReturnLine(
+                org_id=principal.org_id,
+                return_id=ret.id,
+                order_line_id=line.id,
+                quantity=qty,
+                amount_fen=l_amount,
+                refund_fen=l_refund,
+                points_reversed=l_rev,
+                points_refunded=l_ref,
+            )
+        )
+        out_lines.append(
+            ReturnLineOut(
+                line_no=line.line_no,
+                sku=line.sku,
+                quantity=qty,
+                amount_fen=l_amount,
+                refund_fen=l_refund,
+                points_reversed=l_rev,
+                points_refunded=l_ref,
+            )
+        )
 
     shortfall = 0
     if account is not None and member is not None:
-        ctx = points.EntryContext(store_id=store.id, order_id=order.id, return_id=ret.id, actor=principal.actor,
-                                  at=now)
+        ctx = points.EntryContext(
+            store_id=store.id, order_id=order.id, return_id=ret.id, actor=principal.actor, at=now
+        )
         if refunded_pts:
             redeem_entry = _entry_of(session, order.id, EntryKind.REDEEM)
             ctx.reason = f"退货 {ret.return_no} 退还抵扣积分"
@@ -139,52 +195,121 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
                     ret.refund_fen -= deduct
                     ctx.reason = f"退货 {ret.return_no} 积分不足，从退款中扣除 {deduct} 分"
                     points.settle_debt(session, account, covered, EntryKind.DEBT_CASH_SETTLE, ctx)
-        stats.apply_return(session, member_id=member.id, original_store_id=order.store_id, amount_fen=amount,
-                           lines=[stats.LineFact(p[0].category, p[1], p[2]) for p in parts])
+        stats.apply_return(
+            session,
+            member_id=member.id,
+            original_store_id=order.store_id,
+            amount_fen=amount,
+            lines=[stats.LineFact(p[0].category, p[1], p[2]) for p in parts],
+        )
 
     order.refunded_fen += ret.refund_fen
     fully = all(line.returned_quantity == line.quantity for line in lines.values())
     order.status = "returned" if fully else "partially_returned"
     original_store = session.get(Store, order.store_id)
     assert original_store is not None
-    audit.record(session, principal, "order.returned", target_type="order", target_id=order.order_no,
-                 member_id=order.member_id, store_id=store.id, reason=data.reason,
-                 details={"return_no": ret.return_no, "refund_fen": ret.refund_fen,
-                          "original_store": original_store.code})
+    audit.record(
+        session,
+        principal,
+        "order.returned",
+        target_type="order",
+        target_id=order.order_no,
+        member_id=order.member_id,
+        store_id=store.id,
+        reason=data.reason,
+        details={
+            "return_no": ret.return_no,
+            "refund_fen": ret.refund_fen,
+            "original_store": original_store.code,
+        },
+    )
     session.flush()
-    payload = {"return_no": ret.return_no, "order_no": order.order_no, "store_code": store.code,
-               "original_store_code": original_store.code, "member_no": member.member_no if member else None,
-               "amount_fen": amount, "refund_fen": ret.refund_fen, "points_reversed": reversed_pts,
-               "points_refunded": refunded_pts, "points_shortfall": shortfall}
-    events.emit(session, principal.org_id, "order.returned", payload, member_id=order.member_id,
-                store_ids=[store.id, order.store_id])
+    payload = {
+        "return_no": ret.return_no,
+        "order_no": order.order_no,
+        "store_code": store.code,
+        "original_store_code": original_store.code,
+        "member_no": member.member_no if member else None,
+        "amount_fen": amount,
+        "refund_fen": ret.refund_fen,
+        "points_reversed": reversed_pts,
+        "points_refunded": refunded_pts,
+        "points_shortfall": shortfall,
+    }
+    events.emit(
+        session,
+        principal.org_id,
+        "order.returned",
+        payload,
+        member_id=order.member_id,
+        store_ids=[store.id, order.store_id],
+    )
     if account is not None and (reversed_pts or refunded_pts):
-        events.emit(session, principal.org_id, "points.changed",
-                    {"member_no": member.member_no if member else None, "return_no": ret.return_no,
-                     "reversed": reversed_pts, "refunded": refunded_pts, "balance": account.balance,
-                     "debt": account.debt, "reason": "return"},
-                    member_id=account.member_id, store_ids=[store.id, order.store_id])
-    return return_out(ret, order.order_no, store.code, original_store.code, member.member_no if member else None,
-                      out_lines, account.balance if account else None, account.debt if account else None)
+        events.emit(
+            session,
+            principal.org_id,
+            "points.changed",
+            {
+                "member_no": member.member_no if member else None,
+                "return_no": ret.return_no,
+                "reversed": reversed_pts,
+                "refunded": refunded_pts,
+                "balance": account.balance,
+                "debt": account.debt,
+                "reason": "return",
+            },
+            member_id=account.member_id,
+            store_ids=[store.id, order.store_id],
+        )
+    return return_out(
+        ret,
+        order.order_no,
+        store.code,
+        original_store.code,
+        member.member_no if member else None,
+        out_lines,
+        account.balance if account else None,
+        account.debt if account else None,
+    )
 
 
 def _entry_of(session: Session, order_id: int, kind: EntryKind) -> int:
     entry_id = session.scalar(
-        select(PointEntry.id).where(PointEntry.order_id == order_id, PointEntry.kind == str(kind),
-                                    PointEntry.return_id.is_(None)).order_by(PointEntry.id).limit(1)
+        select(PointEntry.id)
+        .where(PointEntry.order_id == order_id, PointEntry.kind == str(kind), PointEntry.return_id.is_(None))
+        .order_by(PointEntry.id)
+        .limit(1)
     )
     if entry_id is None:
         raise LookupError(f"order {order_id} has no {kind} entry")
     return int(entry_id)
 
 
-def return_out(ret: OrderReturn, order_no: str, store_code: str, original_store_code: str, member_no: str | None,
-               lines: list[ReturnLineOut], balance: int | None, debt: int | None) -> ReturnOut:
+def return_out(
+    ret: OrderReturn,
+    order_no: str,
+    store_code: str,
+    original_store_code: str,
+    member_no: str | None,
+    lines: list[ReturnLineOut],
+    balance: int | None,
+    debt: int | None,
+) -> ReturnOut:
     return ReturnOut(
-        return_no=ret.return_no, order_no=order_no, store_code=store_code, original_store_code=original_store_code,
-        member_no=member_no, amount_fen=ret.amount_fen, refund_fen=ret.refund_fen,
-        refund_deducted_fen=ret.refund_deducted_fen, points_reversed=ret.points_reversed,
-        points_refunded=ret.points_refunded, points_shortfall=ret.points_shortfall,
-        shortfall_policy=ret.shortfall_policy, points_balance=balance, points_debt=debt, lines=lines,
+        return_no=ret.return_no,
+        order_no=order_no,
+        store_code=store_code,
+        original_store_code=original_store_code,
+        member_no=member_no,
+        amount_fen=ret.amount_fen,
+        refund_fen=ret.refund_fen,
+        refund_deducted_fen=ret.refund_deducted_fen,
+        points_reversed=ret.points_reversed,
+        points_refunded=ret.points_refunded,
+        points_shortfall=ret.points_shortfall,
+        shortfall_policy=ret.shortfall_policy,
+        points_balance=balance,
+        points_debt=debt,
+        lines=lines,
         created_at=ret.created_at,
     )

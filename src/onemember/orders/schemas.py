@@ -49,7 +49,9 @@ class CheckoutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     member: MemberRefIn | None = None
-    store_code: str | None = Field(default=None, description="Only for HQ or regional staff; tills use their own store.")
+    store_code: str | None = Field(
+        default=None, description="Only for HQ or regional staff; tills use their own store."
+    )
     client_order_id: str | None = Field(default=None, max_length=80)
     occurred_at: AwareDatetime | None = None
     lines: list[LineIn] = Field(min_length=1, max_length=500)
@@ -177,7 +179,7 @@ class OrderOut(BaseModel):
 
 
 class BatchOrderIn(CheckoutIn):
-    client_order_id: str = Field(min_length=1, max_length=80)  # type: ignore[assignment]
+    client_order_id: str = Field(min_length=1, max_length=80)
 
 
 class BatchIn(BaseModel):

@@ -33,8 +33,15 @@ def ensure_account(session: Session, org_id: int, member_id: int, program_id: in
         select(PointAccount).where(PointAccount.member_id == member_id, PointAccount.program_id == program_id)
     )
     if account is None:
-        account = PointAccount(org_id=org_id, member_id=member_id, program_id=program_id, balance=0, debt=0,
-                               lifetime_earned=0, lifetime_redeemed=0)
+        account = PointAccount(
+            org_id=org_id,
+            member_id=member_id,
+            program_id=program_id,
+            balance=0,
+            debt=0,
+            lifetime_earned=0,
+            lifetime_redeemed=0,
+        )
         session.add(account)
         session.flush()
     return account
@@ -43,9 +50,10 @@ def ensure_account(session: Session, org_id: int, member_id: int, program_id: in
 def lock_account(session: Session, account_id: int) -> PointAccount:
     """Re-read the account under a row lock (PostgreSQL); SQLite already holds the database write lock."""
     account = session.scalar(
-        select(PointAccount).where(PointAccount.id == account_id).with_for_update().execution_options(
-            populate_existing=True
-        )
+        select(PointAccount)
+        .where(PointAccount.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     assert account is not None
     return account
@@ -92,7 +100,9 @@ def _write_entry(
     return entry
 
 
-def _spendable_lots(session: Session, account_id: int, now: datetime, first_lot_ids: list[int]) -> list[PointLot]:
+def _spendable_lots(
+    session: Session, account_id: int, now: datetime, first_lot_ids: list[int]
+) -> list[PointLot]:
     """Open lots in spending order: the given lots first, then soonest-expiring (never-expiring last)."""
     lots = list(
         session.scalars(
@@ -118,8 +128,11 @@ def _consume(session: Session, lots: list[PointLot], amount: int, entry: PointEn
             continue
         lot.remaining -= take
         left -= take
-        session.add(PointLotMovement(org_id=lot.org_id, lot_id=lot.id, entry_id=entry.id, amount=-take,
-                                     created_at=entry.created_at))
+        session.add(
+            PointLotMovement(
+                org_id=lot.org_id, lot_id=lot.id, entry_id=entry.id, amount=-take, created_at=entry.created_at
+            )
+        )
     return left
 
 
@@ -143,9 +156,17 @@ def earn(
         at = entry.created_at
         session.add(
             PointLot(
-                org_id=account.org_id, account_id=account.id, member_id=account.member_id, entry_id=entry.id,
-                amount=points - repay, remaining=points - repay, store_id=ctx.store_id, order_id=ctx.order_id,
-                earned_at=at, available_at=available_at or at, expires_at=expires_at,
+                org_id=account.org_id,
+                account_id=account.id,
+                member_id=account.member_id,
+                entry_id=entry.id,
+                amount=points - repay,
+                remaining=points - repay,
+                store_id=ctx.store_id,
+                order_id=ctx.order_id,
+                earned_at=at,
+                available_at=available_at or at,
+                expires_at=expires_at,
             )
         )
     return entry
@@ -230,9 +251,10 @@ def refund_redeemed(
         ).all()
     )
     lots = session.scalars(
-        select(PointLot).where(PointLot.id.in_(list(consumed))).order_by(
-            PointLot.expires_at.desc().nulls_first(), PointLot.id.desc()
-        ).with_for_update()
+        select(PointLot)
+        .where(PointLot.id.in_(list(consumed)))
+        .order_by(PointLot.expires_at.desc().nulls_first(), PointLot.id.desc())
+        .with_for_update()
     )
     for lot in lots:
         room = min(int(consumed[lot.id]) - int(restored.get(lot.id, 0)), lot.amount - lot.remaining)
@@ -244,20 +266,34 @@ def refund_redeemed(
         lot.member_id = account.member_id
         lot.remaining += give
         to_restore -= give
-        session.add(PointLotMovement(org_id=lot.org_id, lot_id=lot.id, entry_id=entry.id, amount=give,
-                                     created_at=entry.created_at))
+        session.add(
+            PointLotMovement(
+                org_id=lot.org_id, lot_id=lot.id, entry_id=entry.id, amount=give, created_at=entry.created_at
+            )
+        )
     if to_restore:
         # Defensive: never lose points; what cannot go back to its lot becomes a fresh lot.
         session.add(
-            PointLot(org_id=account.org_id, account_id=account.id, member_id=account.member_id,
-                     entry_id=entry.id, amount=to_restore, remaining=to_restore, store_id=ctx.store_id,
-                     order_id=ctx.order_id, earned_at=entry.created_at, available_at=entry.created_at,
-                     expires_at=None)
+            PointLot(
+                org_id=account.org_id,
+                account_id=account.id,
+                member_id=account.member_id,
+                entry_id=entry.id,
+                amount=to_restore,
+                remaining=to_restore,
+                store_id=ctx.store_id,
+                order_id=ctx.order_id,
+                earned_at=entry.created_at,
+                available_at=entry.created_at,
+                expires_at=None,
+            )
         )
     return entry
 
 
-def settle_debt(session: Session, account: PointAccount, points: int, kind: EntryKind, ctx: EntryContext) -> PointEntry:
+def settle_debt(
+    session: Session, account: PointAccount, points: int, kind: EntryKind, ctx: EntryContext
+) -> PointEntry:
     """Cancel ``points`` of debt without new points: forgiven (write-off) or paid in cash."""
     if not 0 < points <= account.debt:
         raise ValueError("settle_debt needs 0 < points <= debt")

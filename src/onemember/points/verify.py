@@ -1,4 +1,4 @@
-"""Proves the ledger identities for an org (or all orgs): entries, lots, movements and cached balances agree."""
+"""Proves the ledger identities for an org (or all): entries, lots, movements and balances agree."""
 
 from __future__ import annotations
 
@@ -25,10 +25,15 @@ class Report:
 def verify(session: Session, org_id: int | None = None) -> Report:
     report = Report()
     acc_q = select(PointAccount.id, PointAccount.balance, PointAccount.debt)
-    entry_q = select(PointEntry.account_id, func.coalesce(func.sum(PointEntry.amount), 0),
-                     func.coalesce(func.sum(PointEntry.debt_change), 0), func.count()).group_by(PointEntry.account_id)
-    lot_q = select(PointLot.account_id, func.coalesce(func.sum(PointLot.remaining), 0), func.count()).group_by(
-        PointLot.account_id)
+    entry_q = select(
+        PointEntry.account_id,
+        func.coalesce(func.sum(PointEntry.amount), 0),
+        func.coalesce(func.sum(PointEntry.debt_change), 0),
+        func.count(),
+    ).group_by(PointEntry.account_id)
+    lot_q = select(
+        PointLot.account_id, func.coalesce(func.sum(PointLot.remaining), 0), func.count()
+    ).group_by(PointLot.account_id)
     if org_id is not None:
         acc_q = acc_q.where(PointAccount.org_id == org_id)
         entry_q = entry_q.where(PointEntry.org_id == org_id)
@@ -44,13 +49,20 @@ def verify(session: Session, org_id: int | None = None) -> Report:
         if balance < 0 or debt < 0:
             report.problems.append(f"account {account_id}: negative balance {balance} or debt {debt}")
         if amount_sum != balance - debt:
-            report.problems.append(f"account {account_id}: entries sum {amount_sum} != balance {balance} - debt {debt}")
+            report.problems.append(
+                f"account {account_id}: entries sum {amount_sum} != balance {balance} - debt {debt}"
+            )
         if debt_sum != debt:
             report.problems.append(f"account {account_id}: entries debt_change sum {debt_sum} != debt {debt}")
         if lot_sum != balance:
             report.problems.append(f"account {account_id}: open lots {lot_sum} != balance {balance}")
     mv_q = (
-        select(PointLot.id, PointLot.amount, PointLot.remaining, func.coalesce(func.sum(PointLotMovement.amount), 0))
+        select(
+            PointLot.id,
+            PointLot.amount,
+            PointLot.remaining,
+            func.coalesce(func.sum(PointLotMovement.amount), 0),
+        )
         .outerjoin(PointLotMovement, PointLotMovement.lot_id == PointLot.id)
         .group_by(PointLot.id, PointLot.amount, PointLot.remaining)
         .having(PointLot.amount + func.coalesce(func.sum(PointLotMovement.amount), 0) != PointLot.remaining)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, Table, case, func, select, update
 from sqlalchemy.orm import Session
 
 from onemember.common.upsert import upsert
@@ -23,24 +23,41 @@ class LineFact:
     spend_fen: int
 
 
-def _earliest(col: object, new: datetime) -> object:
-    return case((col.is_(None), new), (col > new, new), else_=col)  # type: ignore[attr-defined]
+def _earliest(col: ColumnElement[datetime], new: datetime) -> ColumnElement[datetime]:
+    return case((col.is_(None), new), (col > new, new), else_=col)
 
 
-def _latest(col: object, new: datetime) -> object:
-    return case((col.is_(None), new), (col < new, new), else_=col)  # type: ignore[attr-defined]
+def _latest(col: ColumnElement[datetime], new: datetime) -> ColumnElement[datetime]:
+    return case((col.is_(None), new), (col < new, new), else_=col)
 
 
 def apply_order(
-    session: Session, *, org_id: int, member_id: int, store_id: int, at: datetime, spend_fen: int,
+    session: Session,
+    *,
+    org_id: int,
+    member_id: int,
+    store_id: int,
+    at: datetime,
+    spend_fen: int,
     lines: list[LineFact],
 ) -> None:
-    ms = MemberStats.__table__
+    ms : Table = MemberStats.__table__  # type: ignore[assignment]
     upsert(
-        session, ms,
-        {"member_id": member_id, "org_id": org_id, "first_purchase_at": at, "first_store_id": store_id,
-         "last_purchase_at": at, "last_store_id": store_id, "order_count": 1, "total_spend_fen": spend_fen,
-         "return_count": 0, "returned_fen": 0, "store_count": 0},
+        session,
+        ms,
+        {
+            "member_id": member_id,
+            "org_id": org_id,
+            "first_purchase_at": at,
+            "first_store_id": store_id,
+            "last_purchase_at": at,
+            "last_store_id": store_id,
+            "order_count": 1,
+            "total_spend_fen": spend_fen,
+            "return_count": 0,
+            "returned_fen": 0,
+            "store_count": 0,
+        },
         ["member_id"],
         {
             "first_store_id": case((ms.c.first_purchase_at > at, store_id), else_=ms.c.first_store_id),
@@ -51,28 +68,50 @@ def apply_order(
             "total_spend_fen": ms.c.total_spend_fen + spend_fen,
         },
     )
-    ss = MemberStoreStats.__table__
+    ss : Table = MemberStoreStats.__table__  # type: ignore[assignment]
     upsert(
-        session, ss,
-        {"member_id": member_id, "store_id": store_id, "org_id": org_id, "order_count": 1,
-         "spend_fen": spend_fen, "last_purchase_at": at},
+        session,
+        ss,
+        {
+            "member_id": member_id,
+            "store_id": store_id,
+            "org_id": org_id,
+            "order_count": 1,
+            "spend_fen": spend_fen,
+            "last_purchase_at": at,
+        },
         ["member_id", "store_id"],
-        {"order_count": ss.c.order_count + 1, "spend_fen": ss.c.spend_fen + spend_fen,
-         "last_purchase_at": _latest(ss.c.last_purchase_at, at)},
+        {
+            "order_count": ss.c.order_count + 1,
+            "spend_fen": ss.c.spend_fen + spend_fen,
+            "last_purchase_at": _latest(ss.c.last_purchase_at, at),
+        },
     )
     by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for line in lines:
         by_cat[line.category or "-"][0] += line.quantity
         by_cat[line.category or "-"][1] += line.spend_fen
-    cs = MemberCategoryStats.__table__
+    cs : Table = MemberCategoryStats.__table__  # type: ignore[assignment]
     for category, (qty, spend) in sorted(by_cat.items()):
         upsert(
-            session, cs,
-            {"member_id": member_id, "category": category, "org_id": org_id, "order_count": 1,
-             "quantity": qty, "spend_fen": spend, "last_purchase_at": at},
+            session,
+            cs,
+            {
+                "member_id": member_id,
+                "category": category,
+                "org_id": org_id,
+                "order_count": 1,
+                "quantity": qty,
+                "spend_fen": spend,
+                "last_purchase_at": at,
+            },
             ["member_id", "category"],
-            {"order_count": cs.c.order_count + 1, "quantity": cs.c.quantity + qty,
-             "spend_fen": cs.c.spend_fen + spend, "last_purchase_at": _latest(cs.c.last_purchase_at, at)},
+            {
+                "order_count": cs.c.order_count + 1,
+                "quantity": cs.c.quantity + qty,
+                "spend_fen": cs.c.spend_fen + spend,
+                "last_purchase_at": _latest(cs.c.last_purchase_at, at),
+            },
         )
     _refresh_store_count(session, member_id)
 
@@ -96,8 +135,11 @@ def apply_return(
     session.execute(
         update(MemberStats)
         .where(MemberStats.member_id == member_id)
-        .values(return_count=MemberStats.return_count + 1, returned_fen=MemberStats.returned_fen + amount_fen,
-                total_spend_fen=MemberStats.total_spend_fen - amount_fen)
+        .values(
+            return_count=MemberStats.return_count + 1,
+            returned_fen=MemberStats.returned_fen + amount_fen,
+            total_spend_fen=MemberStats.total_spend_fen - amount_fen,
+        )
     )
     session.execute(
         update(MemberStoreStats)
@@ -112,7 +154,9 @@ def apply_return(
         session.execute(
             update(MemberCategoryStats)
             .where(MemberCategoryStats.member_id == member_id, MemberCategoryStats.category == category)
-            .values(quantity=MemberCategoryStats.quantity - qty, spend_fen=MemberCategoryStats.spend_fen - spend)
+            .values(
+                quantity=MemberCategoryStats.quantity - qty, spend_fen=MemberCategoryStats.spend_fen - spend
+            )
         )
 
 
@@ -122,16 +166,29 @@ def merge_into(session: Session, *, survivor_id: int, merged_id: int) -> None:
     if src is not None:
         dst = session.get(MemberStats, survivor_id)
         if dst is None:
-            session.add(MemberStats(
-                member_id=survivor_id, org_id=src.org_id, first_purchase_at=src.first_purchase_at,
-                first_store_id=src.first_store_id, last_purchase_at=src.last_purchase_at,
-                last_store_id=src.last_store_id, order_count=src.order_count, total_spend_fen=src.total_spend_fen,
-                return_count=src.return_count, returned_fen=src.returned_fen, store_count=0,
-            ))
+            session.add(
+                MemberStats(
+                    member_id=survivor_id,
+                    org_id=src.org_id,
+                    first_purchase_at=src.first_purchase_at,
+                    first_store_id=src.first_store_id,
+                    last_purchase_at=src.last_purchase_at,
+                    last_store_id=src.last_store_id,
+                    order_count=src.order_count,
+                    total_spend_fen=src.total_spend_fen,
+                    return_count=src.return_count,
+                    returned_fen=src.returned_fen,
+                    store_count=0,
+                )
+            )
         else:
-            if src.first_purchase_at and (dst.first_purchase_at is None or src.first_purchase_at < dst.first_purchase_at):
+            if src.first_purchase_at and (
+                dst.first_purchase_at is None or src.first_purchase_at < dst.first_purchase_at
+            ):
                 dst.first_purchase_at, dst.first_store_id = src.first_purchase_at, src.first_store_id
-            if src.last_purchase_at and (dst.last_purchase_at is None or src.last_purchase_at > dst.last_purchase_at):
+            if src.last_purchase_at and (
+                dst.last_purchase_at is None or src.last_purchase_at > dst.last_purchase_at
+            ):
                 dst.last_purchase_at, dst.last_store_id = src.last_purchase_at, src.last_store_id
             dst.order_count += src.order_count
             dst.total_spend_fen += src.total_spend_fen
@@ -141,21 +198,40 @@ def merge_into(session: Session, *, survivor_id: int, merged_id: int) -> None:
     for row in list(session.scalars(select(MemberStoreStats).where(MemberStoreStats.member_id == merged_id))):
         target = session.get(MemberStoreStats, (survivor_id, row.store_id))
         if target is None:
-            session.add(MemberStoreStats(member_id=survivor_id, store_id=row.store_id, org_id=row.org_id,
-                                         order_count=row.order_count, spend_fen=row.spend_fen,
-                                         last_purchase_at=row.last_purchase_at))
+            session.add(
+                MemberStoreStats(
+                    member_id=survivor_id,
+                    store_id=row.store_id,
+                    org_id=row.org_id,
+                    order_count=row.order_count,
+                    spend_fen=row.spend_fen,
+                    last_purchase_at=row.last_purchase_at,
+                )
+            )
         else:
             target.order_count += row.order_count
             target.spend_fen += row.spend_fen
-            if row.last_purchase_at and (target.last_purchase_at is None or row.last_purchase_at > target.last_purchase_at):
+            if row.last_purchase_at and (
+                target.last_purchase_at is None or row.last_purchase_at > target.last_purchase_at
+            ):
                 target.last_purchase_at = row.last_purchase_at
         session.delete(row)
-    for crow in list(session.scalars(select(MemberCategoryStats).where(MemberCategoryStats.member_id == merged_id))):
+    for crow in list(
+        session.scalars(select(MemberCategoryStats).where(MemberCategoryStats.member_id == merged_id))
+    ):
         ctarget = session.get(MemberCategoryStats, (survivor_id, crow.category))
         if ctarget is None:
-            session.add(MemberCategoryStats(member_id=survivor_id, category=crow.category, org_id=crow.org_id,
-                                            order_count=crow.order_count, quantity=crow.quantity,
-                                            spend_fen=crow.spend_fen, last_purchase_at=crow.last_purchase_at))
+            session.add(
+                MemberCategoryStats(
+                    member_id=survivor_id,
+                    category=crow.category,
+                    org_id=crow.org_id,
+                    order_count=crow.order_count,
+                    quantity=crow.quantity,
+                    spend_fen=crow.spend_fen,
+                    last_purchase_at=crow.last_purchase_at,
+                )
+            )
         else:
             ctarget.order_count += crow.order_count
             ctarget.quantity += crow.quantity
