@@ -24,8 +24,12 @@ def _problem(status: int, code: str, zh: str, en: str, lang: str, **extra: Any) 
     return JSONResponse(err.to_problem(lang), status_code=status, media_type="application/problem+json")
 
 
-def create_app(settings: Settings | None = None, session_factory: sessionmaker[Session] | None = None,
-               *, start_dispatcher: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+    *,
+    start_dispatcher: bool | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
     if session_factory is None:
         session_factory = make_sessionmaker(make_engine(settings=settings))
@@ -55,22 +59,33 @@ def create_app(settings: Settings | None = None, session_factory: sessionmaker[S
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(exc.to_problem(get_lang(request)), status_code=exc.status,
-                            media_type="application/problem+json")
+        return JSONResponse(
+            exc.to_problem(get_lang(request)), status_code=exc.status, media_type="application/problem+json"
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
-        return _problem(422, "request.invalid", "请求内容无效，请检查字段", "The request is invalid; check the fields",
-                        get_lang(request), errors=errors)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return _problem(
+            422,
+            "request.invalid",
+            "请求内容无效，请检查字段",
+            "The request is invalid; check the fields",
+            get_lang(request),
+            errors=errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return _problem(404, "not_found", "找不到该资源", "Not found", get_lang(request))
         if exc.status_code == 405:
-            return _problem(405, "method_not_allowed", "不支持该请求方法", "Method not allowed", get_lang(request))
+            return _problem(
+                405, "method_not_allowed", "不支持该请求方法", "Method not allowed", get_lang(request)
+            )
         return _problem(exc.status_code, "http_error", str(exc.detail), str(exc.detail), get_lang(request))
 
     from onemember.auth.api import router as auth_router

@@ -34,7 +34,9 @@ def client_ip(request: Request) -> str:
 
 def get_principal(request: Request, session: SessionDep) -> Principal:
     header = request.headers.get("authorization", "")
-    credential = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    credential = (
+        header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    )
     if not credential:
         credential = request.cookies.get("om_session", "")
     if not credential:

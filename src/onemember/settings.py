@@ -22,7 +22,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; empty means SQLite under var_dir.",
     )
     var_dir: Path = Path("var")
-    secret_key: str = Field(default="", description="Signs tokens and member codes; generated into var/ if empty.")
+    secret_key: str = Field(
+        default="", description="Signs tokens and member codes; generated into var/ if empty."
+    )
     pii_key: str = Field(default="", description="Encrypts personal data; generated into var/ if empty.")
     default_timezone: str = "Asia/Shanghai"
     member_code_ttl_seconds: int = 120

@@ -59,8 +59,13 @@ def log_in(body: LoginIn, request: Request, session: SessionDep) -> LoginOut:
     token, record, staff = service.login(session, body.org, body.username, body.password, client_ip(request))
     store = org_service.get_store(session, staff.org_id, staff.store_id) if staff.store_id else None
     session.commit()
-    return LoginOut(token=token, expires_at=record.expires_at, username=staff.username, role=staff.role,
-                    store_code=store.code if store else None)
+    return LoginOut(
+        token=token,
+        expires_at=record.expires_at,
+        username=staff.username,
+        role=staff.role,
+        store_code=store.code if store else None,
+    )
 
 
 @router.post("/auth/logout", status_code=204)
@@ -78,19 +83,35 @@ def who_am_i(principal: CurrentPrincipal, session: SessionDep) -> MeOut:
     from onemember.org.models import Store
 
     codes = dict(session.execute(select(Store.id, Store.code).where(Store.org_id == principal.org_id)).all())
-    return MeOut(actor=principal.actor, kind=principal.kind, role=str(principal.role),
-                 store_code=codes.get(principal.store_id) if principal.store_id else None,
-                 store_codes=None if principal.store_ids is None else sorted(codes[i] for i in principal.store_ids))
+    return MeOut(
+        actor=principal.actor,
+        kind=principal.kind,
+        role=str(principal.role),
+        store_code=codes.get(principal.store_id) if principal.store_id else None,
+        store_codes=None if principal.store_ids is None else sorted(codes[i] for i in principal.store_ids),
+    )
 
 
 def _key_out(key: ApiKey, store_code: str, secret: str | None = None) -> ApiKeyOut:
-    return ApiKeyOut(prefix=key.prefix, name=key.name, store_code=store_code, created_at=key.created_at,
-                     revoked_at=key.revoked_at, secret=secret)
+    return ApiKeyOut(
+        prefix=key.prefix,
+        name=key.name,
+        store_code=store_code,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+        secret=secret,
+    )
 
 
 @router.post("/stores/{store_code}/api-keys", status_code=201, response_model=ApiKeyOut)
-def create_api_key(store_code: str, body: ApiKeyIn, principal: CurrentPrincipal, session: SessionDep, lang: Lang,
-                   idem: IdempotencyKey = None) -> JSONResponse:
+def create_api_key(
+    store_code: str,
+    body: ApiKeyIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    lang: Lang,
+    idem: IdempotencyKey = None,
+) -> JSONResponse:
     """Create a till API key for a store; the secret is in this answer only."""
 
     def work() -> ApiKeyOut:
@@ -98,8 +119,18 @@ def create_api_key(store_code: str, body: ApiKeyIn, principal: CurrentPrincipal,
         secret, key = service.create_api_key(session, principal, store, body.name)
         return _key_out(key, store.code, secret)
 
-    return respond(idempotency.run(session, principal, idem, "apikeys.create", {"store": store_code, **body.model_dump()},
-                                   work, status=201, lang=lang))
+    return respond(
+        idempotency.run(
+            session,
+            principal,
+            idem,
+            "apikeys.create",
+            {"store": store_code, **body.model_dump()},
+            work,
+            status=201,
+            lang=lang,
+        )
+    )
 
 
 @router.get("/stores/{store_code}/api-keys", response_model=list[ApiKeyOut])

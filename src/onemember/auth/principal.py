@@ -45,7 +45,9 @@ class Principal:
 
     def require_store(self, store_id: int) -> None:
         if not self.can_access_store(store_id):
-            raise Forbidden("该门店不在您的权限范围内", "That store is outside your scope", code="auth.store_scope")
+            raise Forbidden(
+                "该门店不在您的权限范围内", "That store is outside your scope", code="auth.store_scope"
+            )
 
     def require_role(self, roles: frozenset[Role], what_zh: str, what_en: str) -> None:
         if self.role not in roles:

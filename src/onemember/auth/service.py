@@ -34,7 +34,9 @@ class LoginFailed(Unauthorized):
     en = "Wrong username or password"
 
 
-def login(session: Session, org_code: str | None, username: str, password: str, ip: str = "") -> tuple[str, StaffSession, Staff]:
+def login(
+    session: Session, org_code: str | None, username: str, password: str, ip: str = ""
+) -> tuple[str, StaffSession, Staff]:
     query = select(Staff, Org).join(Org, Org.id == Staff.org_id).where(Staff.username == username)
     if org_code:
         query = query.where(Org.code == org_code)
@@ -46,8 +48,14 @@ def login(session: Session, org_code: str | None, username: str, password: str, 
         raise LoginFailed()
     token = STAFF_TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
-    record = StaffSession(org_id=staff.org_id, staff_id=staff.id, token_hash=token_hash(token), created_at=now,
-                          expires_at=now + timedelta(hours=get_settings().staff_token_ttl_hours), ip=ip)
+    record = StaffSession(
+        org_id=staff.org_id,
+        staff_id=staff.id,
+        token_hash=token_hash(token),
+        created_at=now,
+        expires_at=now + timedelta(hours=get_settings().staff_token_ttl_hours),
+        ip=ip,
+    )
     session.add(record)
     session.flush()
     return token, record, staff
@@ -68,8 +76,16 @@ def staff_principal(session: Session, staff: Staff, ip: str = "") -> Principal:
         store_ids = frozenset(stores_in_region(session, staff.region_id or 0))
     else:
         store_ids = frozenset({staff.store_id}) if staff.store_id else frozenset()
-    return Principal(org_id=staff.org_id, kind="staff", id=staff.id, name=staff.username, role=role,
-                     store_id=staff.store_id, store_ids=store_ids, ip=ip)
+    return Principal(
+        org_id=staff.org_id,
+        kind="staff",
+        id=staff.id,
+        name=staff.username,
+        role=role,
+        store_id=staff.store_id,
+        store_ids=store_ids,
+        ip=ip,
+    )
 
 
 def authenticate(session: Session, credential: str, ip: str = "") -> Principal:
@@ -77,8 +93,9 @@ def authenticate(session: Session, credential: str, ip: str = "") -> Principal:
     if credential.startswith(STAFF_TOKEN_PREFIX):
         record = session.scalar(select(StaffSession).where(StaffSession.token_hash == token_hash(credential)))
         if record is None or record.revoked_at is not None or record.expires_at < now:
-            raise Unauthorized("登录已失效，请重新登录", "The session has expired; log in again",
-                               code="auth.session_expired")
+            raise Unauthorized(
+                "登录已失效，请重新登录", "The session has expired; log in again", code="auth.session_expired"
+            )
         staff = session.get(Staff, record.staff_id)
         if staff is None or not staff.active:
             raise Unauthorized()
@@ -86,10 +103,24 @@ def authenticate(session: Session, credential: str, ip: str = "") -> Principal:
     if credential.startswith(API_KEY_PREFIX):
         prefix = credential[len(API_KEY_PREFIX) : len(API_KEY_PREFIX) + 8]
         key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-        if key is None or key.revoked_at is not None or not secrets.compare_digest(key.key_hash, token_hash(credential)):
-            raise Unauthorized("API 密钥无效或已吊销", "The API key is invalid or revoked", code="auth.invalid_api_key")
-        return Principal(org_id=key.org_id, kind="api_key", id=key.id, name=f"{prefix}", role=Role.CLERK,
-                         store_id=key.store_id, store_ids=frozenset({key.store_id}), ip=ip)
+        if (
+            key is None
+            or key.revoked_at is not None
+            or not secrets.compare_digest(key.key_hash, token_hash(credential))
+        ):
+            raise Unauthorized(
+                "API 密钥无效或已吊销", "The API key is invalid or revoked", code="auth.invalid_api_key"
+            )
+        return Principal(
+            org_id=key.org_id,
+            kind="api_key",
+            id=key.id,
+            name=f"{prefix}",
+            role=Role.CLERK,
+            store_id=key.store_id,
+            store_ids=frozenset({key.store_id}),
+            ip=ip,
+        )
     raise Unauthorized()
 
 
@@ -100,12 +131,26 @@ def create_api_key(session: Session, principal: Principal, store: Store, name: s
     principal.require_store(store.id)
     prefix = secrets.token_hex(4)
     secret = f"{API_KEY_PREFIX}{prefix}{secrets.token_urlsafe(32)}"
-    key = ApiKey(org_id=store.org_id, store_id=store.id, name=name, prefix=prefix, key_hash=token_hash(secret),
-                 created_by=principal.actor, created_at=utcnow())
+    key = ApiKey(
+        org_id=store.org_id,
+        store_id=store.id,
+        name=name,
+        prefix=prefix,
+        key_hash=token_hash(secret),
+        created_by=principal.actor,
+        created_at=utcnow(),
+    )
     session.add(key)
     session.flush()
-    audit.record(session, principal, "apikey.created", target_type="api_key", target_id=prefix, store_id=store.id,
-                 details={"name": name})
+    audit.record(
+        session,
+        principal,
+        "apikey.created",
+        target_type="api_key",
+        target_id=prefix,
+        store_id=store.id,
+        details={"name": name},
+    )
     return secret, key
 
 
@@ -116,6 +161,12 @@ def revoke_api_key(session: Session, principal: Principal, prefix: str) -> ApiKe
     principal.require_store(key.store_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
-        audit.record(session, principal, "apikey.revoked", target_type="api_key", target_id=prefix,
-                     store_id=key.store_id)
+        audit.record(
+            session,
+            principal,
+            "apikey.revoked",
+            target_type="api_key",
+            target_id=prefix,
+            store_id=key.store_id,
+        )
     return key

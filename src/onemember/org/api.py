@@ -65,8 +65,11 @@ def org_tree(principal: CurrentPrincipal, session: SessionDep) -> OrgTreeOut:
     """The org → brand → region → store tree, limited to the caller's stores."""
     org = session.get(Org, principal.org_id)
     assert org is not None
-    stores = [s for s in session.scalars(select(Store).where(Store.org_id == org.id).order_by(Store.code))
-              if principal.can_access_store(s.id)]
+    stores = [
+        s
+        for s in session.scalars(select(Store).where(Store.org_id == org.id).order_by(Store.code))
+        if principal.can_access_store(s.id)
+    ]
     regions = session.scalars(select(Region).where(Region.org_id == org.id).order_by(Region.code)).all()
     brands = session.scalars(select(Brand).where(Brand.org_id == org.id).order_by(Brand.code)).all()
     tree = []
@@ -75,7 +78,11 @@ def org_tree(principal: CurrentPrincipal, session: SessionDep) -> OrgTreeOut:
         for r in regions:
             if r.brand_id != b.id:
                 continue
-            rs = [StoreOut(code=s.code, name=s.name, city=s.city, active=s.active) for s in stores if s.region_id == r.id]
+            rs = [
+                StoreOut(code=s.code, name=s.name, city=s.city, active=s.active)
+                for s in stores
+                if s.region_id == r.id
+            ]
             if rs:
                 regs.append(RegionOut(code=r.code, name=r.name, stores=rs))
         if regs:
@@ -84,26 +91,59 @@ def org_tree(principal: CurrentPrincipal, session: SessionDep) -> OrgTreeOut:
 
 
 @router.post("/staff", status_code=201, response_model=StaffOut)
-def create_staff(body: StaffIn, principal: CurrentPrincipal, session: SessionDep, lang: Lang,
-                 idem: IdempotencyKey = None) -> JSONResponse:
+def create_staff(
+    body: StaffIn, principal: CurrentPrincipal, session: SessionDep, lang: Lang, idem: IdempotencyKey = None
+) -> JSONResponse:
     """Create a staff account (HQ admins for any store; store managers for clerks of their store)."""
 
     def work() -> StaffOut:
         store = service.store_by_code(session, principal.org_id, body.store_code) if body.store_code else None
-        region = session.scalar(select(Region).where(Region.org_id == principal.org_id,
-                                                     Region.code == body.region_code)) if body.region_code else None
+        region = (
+            session.scalar(
+                select(Region).where(Region.org_id == principal.org_id, Region.code == body.region_code)
+            )
+            if body.region_code
+            else None
+        )
         if principal.role != Role.HQ_ADMIN:
-            if not (principal.role == Role.STORE_MANAGER and body.role == Role.CLERK and store
-                    and store.id == principal.store_id):
-                raise Forbidden("您的角色无权创建该员工账号", "Your role may not create that staff account",
-                                code="auth.role")
-        staff = service.add_staff(session, principal.org_id, body.username, body.password, body.role,
-                                  display_name=body.display_name, store_id=store.id if store else None,
-                                  region_id=region.id if region else None)
-        audit.record(session, principal, "staff.created", target_type="staff", target_id=staff.username,
-                     store_id=staff.store_id, details={"role": staff.role})
-        return StaffOut(username=staff.username, role=staff.role, store_code=store.code if store else None,
-                        region_code=region.code if region else None)
+            if not (
+                principal.role == Role.STORE_MANAGER
+                and body.role == Role.CLERK
+                and store
+                and store.id == principal.store_id
+            ):
+                raise Forbidden(
+                    "您的角色无权创建该员工账号",
+                    "Your role may not create that staff account",
+                    code="auth.role",
+                )
+        staff = service.add_staff(
+            session,
+            principal.org_id,
+            body.username,
+            body.password,
+            body.role,
+            display_name=body.display_name,
+            store_id=store.id if store else None,
+            region_id=region.id if region else None,
+        )
+        audit.record(
+            session,
+            principal,
+            "staff.created",
+            target_type="staff",
+            target_id=staff.username,
+            store_id=staff.store_id,
+            details={"role": staff.role},
+        )
+        return StaffOut(
+            username=staff.username,
+            role=staff.role,
+            store_code=store.code if store else None,
+            region_code=region.code if region else None,
+        )
 
     payload = body.model_dump(exclude={"password"})
-    return respond(idempotency.run(session, principal, idem, "staff.create", payload, work, status=201, lang=lang))
+    return respond(
+        idempotency.run(session, principal, idem, "staff.create", payload, work, status=201, lang=lang)
+    )

@@ -18,16 +18,31 @@ class StoreNotFound(NotFound):
     en = "Store not found"
 
 
-def create_org(session: Session, code: str, name: str, *, timezone: str = "Asia/Shanghai",
-               earn_points_per_yuan: int = 1, redeem_points_per_yuan: int = 100) -> Org:
+def create_org(
+    session: Session,
+    code: str,
+    name: str,
+    *,
+    timezone: str = "Asia/Shanghai",
+    earn_points_per_yuan: int = 1,
+    redeem_points_per_yuan: int = 100,
+) -> Org:
     if session.scalar(select(Org).where(Org.code == code)):
         raise Conflict("机构代码已存在", "An org with that code exists", code="org.exists")
     org = Org(code=code, name=name, timezone=timezone, return_shortfall_policy="debt")
     session.add(org)
     session.flush()
-    session.add(PointsProgram(org_id=org.id, code="main", name=f"{name}积分", scope="org", is_default=True,
-                              earn_points_per_yuan=earn_points_per_yuan,
-                              redeem_points_per_yuan=redeem_points_per_yuan))
+    session.add(
+        PointsProgram(
+            org_id=org.id,
+            code="main",
+            name=f"{name}积分",
+            scope="org",
+            is_default=True,
+            earn_points_per_yuan=earn_points_per_yuan,
+            redeem_points_per_yuan=redeem_points_per_yuan,
+        )
+    )
     session.flush()
     return org
 
@@ -46,27 +61,57 @@ def add_region(session: Session, brand: Brand, code: str, name: str) -> Region:
     return region
 
 
-def add_store(session: Session, region: Region, code: str, name: str, city: str = "", address: str = "") -> Store:
-    store = Store(org_id=region.org_id, brand_id=region.brand_id, region_id=region.id, code=code, name=name,
-                  city=city, address=address, active=True)
+def add_store(
+    session: Session, region: Region, code: str, name: str, city: str = "", address: str = ""
+) -> Store:
+    store = Store(
+        org_id=region.org_id,
+        brand_id=region.brand_id,
+        region_id=region.id,
+        code=code,
+        name=name,
+        city=city,
+        address=address,
+        active=True,
+    )
     session.add(store)
     session.flush()
     return store
 
 
-def add_staff(session: Session, org_id: int, username: str, password: str, role: Role, *,
-              display_name: str = "", store_id: int | None = None, region_id: int | None = None) -> Staff:
+def add_staff(
+    session: Session,
+    org_id: int,
+    username: str,
+    password: str,
+    role: Role,
+    *,
+    display_name: str = "",
+    store_id: int | None = None,
+    region_id: int | None = None,
+) -> Staff:
     if role in (Role.STORE_MANAGER, Role.CLERK) and store_id is None:
         raise Invalid("门店员工必须指定门店", "Store staff need a store", code="org.staff_store_required")
     if role == Role.REGIONAL_MANAGER and region_id is None:
-        raise Invalid("区域经理必须指定区域", "A regional manager needs a region", code="org.staff_region_required")
+        raise Invalid(
+            "区域经理必须指定区域", "A regional manager needs a region", code="org.staff_region_required"
+        )
     if session.scalar(select(Staff).where(Staff.org_id == org_id, Staff.username == username)):
         raise Conflict("用户名已存在", "That username is taken", code="org.username_taken")
     if len(password) < 8:
-        raise Invalid("密码至少 8 位", "The password needs at least 8 characters", code="org.password_too_short")
-    staff = Staff(org_id=org_id, username=username, display_name=display_name or username,
-                  password_hash=hash_password(password), role=str(role), store_id=store_id,
-                  region_id=region_id, active=True)
+        raise Invalid(
+            "密码至少 8 位", "The password needs at least 8 characters", code="org.password_too_short"
+        )
+    staff = Staff(
+        org_id=org_id,
+        username=username,
+        display_name=display_name or username,
+        password_hash=hash_password(password),
+        role=str(role),
+        store_id=store_id,
+        region_id=region_id,
+        active=True,
+    )
     session.add(staff)
     session.flush()
     return staff
