@@ -41,7 +41,7 @@ def apply_order(
     spend_fen: int,
     lines: list[LineFact],
 ) -> None:
-    ms : Table = MemberStats.__table__  # type: ignore[assignment]
+    ms: Table = MemberStats.__table__  # type: ignore[assignment]
     upsert(
         session,
         ms,
@@ -68,7 +68,7 @@ def apply_order(
             "total_spend_fen": ms.c.total_spend_fen + spend_fen,
         },
     )
-    ss : Table = MemberStoreStats.__table__  # type: ignore[assignment]
+    ss: Table = MemberStoreStats.__table__  # type: ignore[assignment]
     upsert(
         session,
         ss,
@@ -91,7 +91,7 @@ def apply_order(
     for line in lines:
         by_cat[line.category or "-"][0] += line.quantity
         by_cat[line.category or "-"][1] += line.spend_fen
-    cs : Table = MemberCategoryStats.__table__  # type: ignore[assignment]
+    cs: Table = MemberCategoryStats.__table__  # type: ignore[assignment]
     for category, (qty, spend) in sorted(by_cat.items()):
         upsert(
             session,
