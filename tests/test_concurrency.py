@@ -80,28 +80,12 @@ def test_fifty_parallel_redemptions_never_overspend(engine: Engine) -> None:
         lock = threading.Lock()
         barrier = threading.Barrier(THREADS)
 
-        def spend(i: int) -> None:
-            till = tills["ABC"[i % 3]]
-            body = CheckoutIn.model_validate(
-                {
-                    "member": {"member_no": member_no},
-                    "redeem_points": SPEND,
-                    "lines": [{"sku": f"S{i}", "name": "兑换", "quantity": 1, "unit_price_fen": SPEND}],
-                }
+        threads = [
+            threading.Thread(
+                target=_spend, args=(factory, tills["ABC"[i % 3]], member_no, i, barrier, outcomes, lock)
             )
-            barrier.wait()
-            with factory() as s:
-                try:
-                    checkout(s, till, body)
-                    s.commit()
-                    result = "ok"
-                except DomainError as err:
-                    s.rollback()
-                    result = err.code
-            with lock:
-                outcomes[result] += 1
-
-        threads = [threading.Thread(target=spend, args=(i,)) for i in range(THREADS)]
+            for i in range(THREADS)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -119,6 +103,35 @@ def test_fifty_parallel_redemptions_never_overspend(engine: Engine) -> None:
             report = verify(s, chain.org_id)
             assert report.ok, report.problems
     storm_engine.dispose()
+
+
+def _spend(
+    factory: sessionmaker[Session],
+    till: Principal,
+    member_no: str,
+    i: int,
+    barrier: threading.Barrier,
+    outcomes: Counter[str],
+    lock: threading.Lock,
+) -> None:
+    body = CheckoutIn.model_validate(
+        {
+            "member": {"member_no": member_no},
+            "redeem_points": SPEND,
+            "lines": [{"sku": f"S{i}", "name": "兑换", "quantity": 1, "unit_price_fen": SPEND}],
+        }
+    )
+    barrier.wait()
+    with factory() as s:
+        try:
+            checkout(s, till, body)
+            s.commit()
+            result = "ok"
+        except DomainError as err:
+            s.rollback()
+            result = err.code
+    with lock:
+        outcomes[result] += 1
 
 
 def _principal_from(s: Session, secret: str) -> Principal:
