@@ -1,0 +1,3 @@
+from onemember.cli import main
+
+main()
