@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from onemember.orders.models import Order
 from onemember.points.models import PointEntry
 from tests.factories import Chain
-from tests.helpers import balance, checkout, line, register
+from tests.helpers import balance, checkout, line, login, register
 
 
 def _orders(factory: sessionmaker[Session], org_id: int) -> int:
@@ -151,7 +151,7 @@ def test_offline_batch_applies_once_in_order(
     again = app_client.post(
         "/api/v1/orders/offline-batch", json={"orders": orders}, headers=chain.key("A")
     ).json()
-    assert (again["applied"], again["replayed"], again["failed"]) == (0, 4, 0)
+    assert (again["applied"], again["replayed"], again["failed"]) == (0, 4, 1)
     assert [x["result"] for x in again["results"]] == [x["result"] for x in out["results"]]
     assert _orders(factory, chain.org_id) == 3
     with factory() as s:
@@ -180,4 +180,45 @@ def test_duplicate_client_order_id_without_key_is_refused(
     assert r.status_code == 409
     assert r.json()["code"] == "orders.duplicate_client_order_id"
     assert r.json()["order_no"] == first.json()["order_no"]
+    assert _orders(factory, chain.org_id) == 1
+
+
+def test_batch_item_with_reused_client_id_fails_alone(
+    app_client: TestClient, chain: Chain, factory: sessionmaker[Session]
+) -> None:
+    m = register(app_client, chain, "A", "13700000008")
+    first = {**_body(m["member_no"], price=1000), "client_order_id": "A-OFF-9"}
+    r = app_client.post("/api/v1/orders/offline-batch", json={"orders": [first]}, headers=chain.key("A"))
+    assert r.json()["applied"] == 1
+    changed = {**first, "lines": [line("K", 2, 1000)], "payments": [{"method": "cash", "amount_fen": 2000}]}
+    new = {**_body(m["member_no"], price=500), "client_order_id": "A-OFF-10"}
+    out = app_client.post(
+        "/api/v1/orders/offline-batch", json={"orders": [new, changed]}, headers=chain.key("A")
+    )
+    assert out.status_code == 200
+    body = out.json()
+    assert [(x["client_order_id"], x["status"]) for x in body["results"]] == [
+        ("A-OFF-10", 201),
+        ("A-OFF-9", 422),
+    ]
+    assert body["results"][1]["result"]["code"] == "idempotency.key_reused"
+    assert (body["applied"], body["replayed"], body["failed"]) == (1, 0, 1)
+    assert _orders(factory, chain.org_id) == 2
+
+
+def test_batch_replays_after_the_tills_key_is_rotated(
+    app_client: TestClient, chain: Chain, factory: sessionmaker[Session]
+) -> None:
+    m = register(app_client, chain, "A", "13700000009")
+    batch = {"orders": [{**_body(m["member_no"], price=1000), "client_order_id": "A-OFF-11"}]}
+    first = app_client.post("/api/v1/orders/offline-batch", json=batch, headers=chain.key("A")).json()
+    mgr = login(app_client, chain, "a_mgr")
+    new_key = app_client.post("/api/v1/stores/A/api-keys", json={"name": "new till"}, headers=mgr).json()[
+        "secret"
+    ]
+    again = app_client.post(
+        "/api/v1/orders/offline-batch", json=batch, headers={"Authorization": f"Bearer {new_key}"}
+    ).json()
+    assert (again["applied"], again["replayed"]) == (0, 1)
+    assert again["results"][0]["result"] == first["results"][0]["result"]
     assert _orders(factory, chain.org_id) == 1

@@ -38,8 +38,6 @@ def get_principal(request: Request, session: SessionDep) -> Principal:
         header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
     )
     if not credential:
-        credential = request.cookies.get("om_session", "")
-    if not credential:
         raise Unauthorized()
     principal = auth_service.authenticate(session, credential, client_ip(request))
     session.rollback()  # end the read transaction so the request starts its work fresh

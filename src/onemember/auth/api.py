@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from onemember.auth import service
@@ -19,6 +19,8 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 
 class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     org: str | None = Field(default=None, description="Org code; may be left out when there is one org")
     username: str = Field(min_length=1, max_length=80)
     password: str = Field(min_length=1, max_length=200)
@@ -41,6 +43,8 @@ class MeOut(BaseModel):
 
 
 class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(default="", max_length=120)
 
 

@@ -13,11 +13,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,14 +65,22 @@ def _replay(record: IdempotencyRecord, req_hash: str, operation: str) -> Outcome
     return Outcome(record.status_code, json.loads(record.response_body or b"{}"), True)
 
 
-def _find(session: Session, principal: Principal, key: str) -> IdempotencyRecord | None:
+def _find(session: Session, org_id: int, owner: str, key: str) -> IdempotencyRecord | None:
     return session.scalar(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.org_id == principal.org_id,
-            IdempotencyRecord.principal == principal.key,
+            IdempotencyRecord.org_id == org_id,
+            IdempotencyRecord.principal == owner,
             IdempotencyRecord.key == key,
         )
     )
+
+
+def purge_expired(session: Session, now: datetime | None = None) -> int:
+    """Forget answers older than the retention window (``ONEMEMBER_IDEMPOTENCY_TTL_DAYS``)."""
+    result = session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < (now or utcnow()))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def run(
@@ -85,8 +93,15 @@ def run(
     *,
     status: int = 200,
     lang: str = "zh",
+    namespace: str | None = None,
 ) -> Outcome:
-    """Run ``work`` once per key and commit; raises ``DomainError`` only when there is no key."""
+    """Run ``work`` once per key and commit.
+
+    Keys belong to the caller (``principal.key``) unless a ``namespace`` is given. Business errors come
+    back as an ``Outcome`` when there is a key (so they can be replayed) and are raised when there is
+    none; a malformed or reused key raises ``KeyInvalid`` / ``KeyReused``.
+    """
+    owner = namespace or principal.key
     if key is None:
         try:
             result = _dump(work())
@@ -98,7 +113,7 @@ def run(
     if not 0 < len(key) <= 200 or not key.isprintable():
         raise KeyInvalid()
     req_hash = request_hash(operation, body)
-    existing = _find(session, principal, key)
+    existing = _find(session, principal.org_id, owner, key)
     if existing is not None:
         outcome = _replay(existing, req_hash, operation)
         session.rollback()
@@ -107,7 +122,7 @@ def run(
     expires = now + timedelta(days=get_settings().idempotency_ttl_days)
     record = IdempotencyRecord(
         org_id=principal.org_id,
-        principal=principal.key,
+        principal=owner,
         key=key,
         operation=operation,
         request_hash=req_hash,
@@ -122,7 +137,7 @@ def run(
     except IntegrityError:
         # Someone else committed this key first: replay their answer.
         session.rollback()
-        found = _find(session, principal, key)
+        found = _find(session, principal.org_id, owner, key)
         assert found is not None
         outcome = _replay(found, req_hash, operation)
         session.rollback()
@@ -139,7 +154,7 @@ def run(
         session.add(
             IdempotencyRecord(
                 org_id=principal.org_id,
-                principal=principal.key,
+                principal=owner,
                 key=key,
                 operation=operation,
                 request_hash=req_hash,

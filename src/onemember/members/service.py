@@ -32,6 +32,7 @@ from onemember.members.errors import (
 )
 from onemember.members.models import Member, MemberIdentity, MemberMerge
 from onemember.orders.models import Order, OrderReturn
+from onemember.org.models import Store
 from onemember.points import service as points
 from onemember.points.models import PointAccount
 from onemember.segments import stats
@@ -228,11 +229,20 @@ def register(session: Session, principal: Principal, store_id: int | None, data:
         session,
         principal.org_id,
         "member.registered",
-        {"member_no": member.member_no, "channel": member.channel, "store_id": store_id},
+        {
+            "member_no": member.member_no,
+            "channel": member.channel,
+            "store_code": _store_code(session, store_id),
+        },
         member_id=member.id,
         store_ids=[store_id] if store_id else [],
     )
     return member
+
+
+def _store_code(session: Session, store_id: int | None) -> str | None:
+    store = session.get(Store, store_id) if store_id else None
+    return store.code if store else None
 
 
 _KIND_ZH = {

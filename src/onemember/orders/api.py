@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from onemember.common import idempotency
 from onemember.deps import CurrentPrincipal, IdempotencyKey, Lang, SessionDep, respond
+from onemember.errors import DomainError
 from onemember.members import service as members
 from onemember.orders import checkout as checkout_service
 from onemember.orders import returns as returns_service
@@ -56,17 +57,24 @@ def apply_offline_batch(
 ) -> BatchOut:
     """Apply orders a till captured offline, in order, each exactly once (keyed by its client_order_id)."""
     results: list[BatchItemOut] = []
+    # Keyed by store, not by API key, so a till whose key was rotated can still re-send its batch.
+    namespace = f"store:{principal.store_id}/offline" if principal.store_id else f"{principal.key}/offline"
     for item in body.orders:
-        outcome = idempotency.run(
-            session,
-            principal,
-            f"offline:{item.client_order_id}",
-            "orders.checkout",
-            item,
-            lambda item=item: checkout_service.checkout(session, principal, item, source="offline"),  # type: ignore[misc]
-            status=201,
-            lang=lang,
-        )
+        try:
+            outcome = idempotency.run(
+                session,
+                principal,
+                item.client_order_id,
+                "orders.checkout",
+                item,
+                lambda item=item: checkout_service.checkout(session, principal, item, source="offline"),  # type: ignore[misc]
+                status=201,
+                lang=lang,
+                namespace=namespace,
+            )
+        except DomainError as err:  # a reused or malformed client id fails this item only
+            session.rollback()
+            outcome = idempotency.Outcome(err.status, err.to_problem(lang), False)
         results.append(
             BatchItemOut(
                 client_order_id=item.client_order_id,
@@ -78,7 +86,7 @@ def apply_offline_batch(
     return BatchOut(
         applied=sum(1 for r in results if r.status < 400 and not r.replayed),
         replayed=sum(1 for r in results if r.replayed),
-        failed=sum(1 for r in results if r.status >= 400 and not r.replayed),
+        failed=sum(1 for r in results if r.status >= 400),
         results=results,
     )
 

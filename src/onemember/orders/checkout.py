@@ -8,12 +8,13 @@ member's running stats and the outbox events.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onemember.auth.principal import TILL_ROLES, Principal
-from onemember.common.types import EntryKind, MemberStatus
+from onemember.common.types import MemberStatus
 from onemember.db import utcnow
 from onemember.events import service as events
 from onemember.members import service as members
@@ -73,7 +74,7 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
     org = org_service.get_org(session, principal.org_id)
     program = points.default_program(session, principal.org_id)
     now = utcnow()
-    occurred = data.occurred_at or now
+    occurred = (data.occurred_at or now).astimezone(UTC)
     if (occurred - now).total_seconds() > 300:  # a till's clock may run a little fast
         raise InvalidOrder(
             "下单时间不能晚于当前时间", "occurred_at is in the future", code="orders.future_time"
@@ -244,7 +245,7 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
                 "redeemed": data.redeem_points,
                 "balance": account.balance,
                 "debt": account.debt,
-                "reason": str(EntryKind.EARN),
+                "reason": "checkout",
             },
             member_id=account.member_id,
             store_ids=[store.id],

@@ -16,6 +16,7 @@ from onemember.audit import service as audit
 from onemember.auth.principal import TILL_ROLES, Principal
 from onemember.common.types import EntryKind, ShortfallPolicy
 from onemember.db import utcnow
+from onemember.errors import Conflict
 from onemember.events import service as events
 from onemember.members.models import Member
 from onemember.orders.checkout import acting_store
@@ -27,7 +28,7 @@ from onemember.org import service as org_service
 from onemember.org.models import Store
 from onemember.points import calculations as calc
 from onemember.points import service as points
-from onemember.points.models import PointEntry
+from onemember.points.models import PointAccount, PointEntry
 from onemember.segments import stats
 
 
@@ -45,7 +46,7 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     principal.require_role(TILL_ROLES, "办理退货", "process returns")
     store = acting_store(session, principal, data.store_code)
     org = org_service.get_org(session, principal.org_id)
-    order = order_by_no(session, principal.org_id, order_no, lock=True)
+    order, member, account = _lock_order_and_account(session, principal.org_id, order_no)
     if data.client_return_id:
         existing = session.scalar(
             select(OrderReturn).where(
@@ -55,7 +56,7 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
             )
         )
         if existing is not None:
-            raise InvalidOrder(
+            raise Conflict(
                 "该门店已有相同客户端退货单号",
                 "A return with that client return id exists",
                 code="orders.duplicate_client_return_id",
@@ -90,12 +91,7 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
                 returnable=line.quantity - line.returned_quantity,
             )
 
-    member = session.get(Member, order.member_id) if order.member_id else None
-    account = None
     program = points.default_program(session, principal.org_id)
-    if member is not None:
-        account = points.ensure_account(session, principal.org_id, member.id, program.id)
-        account = points.lock_account(session, account.id)
 
     now = utcnow()
     parts = []
@@ -271,6 +267,26 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
         account.balance if account else None,
         account.debt if account else None,
     )
+
+
+def _lock_order_and_account(
+    session: Session, org_id: int, order_no: str
+) -> tuple[Order, Member | None, PointAccount | None]:
+    """Lock the member's account before the order row (the order every writer follows, merges too,
+    so a return and a merge of the same member cannot deadlock)."""
+    for _ in range(3):
+        order = order_by_no(session, org_id, order_no)
+        member = session.get(Member, order.member_id) if order.member_id else None
+        account = None
+        if member is not None:
+            program = points.default_program(session, org_id)
+            account = points.ensure_account(session, org_id, member.id, program.id)
+            account = points.lock_account(session, account.id)
+        order = order_by_no(session, org_id, order_no, lock=True)
+        if order.member_id == (member.id if member else None):
+            return order, member, account
+        # A merge moved the order to another member while we waited: lock that one instead.
+    raise Conflict("订单正在被修改，请重试", "The order is being changed; try again", code="orders.busy")
 
 
 def _entry_of(session: Session, order_id: int, kind: EntryKind) -> int:

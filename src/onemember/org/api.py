@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from onemember.audit import service as audit
@@ -45,6 +45,8 @@ class OrgTreeOut(BaseModel):
 
 
 class StaffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str = Field(min_length=2, max_length=80)
     password: str = Field(min_length=8, max_length=200)
     role: Role
