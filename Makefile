@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "OneMember needs Python 3.11+"'
@@ -23,7 +23,14 @@ run: $(STAMP)
 	@echo ""
 	$(BIN)/onemember serve
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium (never a downloaded browser); install it when we can.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "chromium missing: browser tests will be skipped (install Debian's chromium)"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

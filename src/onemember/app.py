@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -57,8 +59,21 @@ def create_app(
     app.state.sessionmaker = session_factory
     app.state.settings = settings
 
+    from onemember.web.common import LoginRequired, WebMiddleware, is_page_request, login_redirect
+
+    app.add_middleware(WebMiddleware)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "web" / "static")), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return login_redirect(request, exc)
+
     @app.exception_handler(DomainError)
-    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        if is_page_request(request):
+            from onemember.web.templating import render
+
+            return render(request, "error.html", {"error": exc}, status_code=exc.status)
         return JSONResponse(
             exc.to_problem(get_lang(request)), status_code=exc.status, media_type="application/problem+json"
         )
@@ -94,9 +109,16 @@ def create_app(
     from onemember.orders.api import router as orders_router
     from onemember.org.api import router as org_router
     from onemember.points.api import router as points_router
+    from onemember.web import console, console_members, console_org, member, pos
 
-    for router in (auth_router, org_router, members_router, orders_router, points_router, events_router):
+    api_routers = (auth_router, org_router, members_router, orders_router, points_router, events_router)
+    page_routers = (console.router, console_members.router, console_org.router, pos.router, member.router)
+    for router in (*api_routers, *page_routers):
         app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console", status_code=307)
 
     @app.get("/healthz", tags=["ops"])
     def health() -> dict[str, str]:
