@@ -115,24 +115,35 @@ class Dispatcher:
         ``now`` fixes the clock for the whole pass (tests drive retries with it); by default each
         step reads the wall clock.
         """
-        for _ in range(MAX_BATCHES_PER_PASS):
-            if self.fan_out(now or utcnow()) < FAN_OUT_BATCH:
-                break
+        self.fan_out(now)
         sent = 0
         for _ in range(MAX_BATCHES_PER_PASS):
             if self._stop.is_set():
                 break
             attempts = self.claim(now or utcnow())
             for attempt in attempts:
-                result = webhooks.send(self.client, attempt, now or utcnow(), self.timeout)
+                try:
+                    result = webhooks.send(self.client, attempt, now or utcnow(), self.timeout)
+                except Exception as exc:  # a bug must cost one attempt, not the rest of the batch
+                    log.exception("webhook delivery %s raised", attempt.delivery_id)
+                    result = AttemptResult(False, None, f"{type(exc).__name__}: {exc}"[:1000])
                 self.record(attempt, result, now or utcnow())
                 sent += 1
             if len(attempts) < CLAIM_BATCH:
                 break
         return sent
 
-    def fan_out(self, now: datetime) -> int:
-        """Turn a batch of undispatched events into deliveries; returns how many events were dispatched."""
+    def fan_out(self, now: datetime | None = None) -> int:
+        """Turn undispatched events into deliveries, batch by batch; returns how many events were dispatched."""
+        total = 0
+        for _ in range(MAX_BATCHES_PER_PASS):
+            done = self._fan_out_batch(now or utcnow())
+            total += done
+            if done < FAN_OUT_BATCH:
+                break
+        return total
+
+    def _fan_out_batch(self, now: datetime) -> int:
         with self.factory() as session, session.begin():
             events = list(
                 session.scalars(
@@ -239,6 +250,7 @@ class Dispatcher:
                 # Also when the endpoint was disabled during the call: the receiver did get it.
                 delivery.status = DeliveryStatus.DELIVERED
                 delivery.delivered_at = now
+                delivery.next_attempt_at = now  # drop the claim's lease
                 delivery.last_status_code = result.status_code
                 delivery.last_error = ""
             elif delivery.status == DeliveryStatus.PENDING:

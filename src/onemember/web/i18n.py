@@ -70,3 +70,11 @@ def pick_lang(query_lang: str | None, cookie_lang: str | None, accept: str | Non
         if candidate in LANGS:
             return candidate
     return "en" if (accept or "").lower().startswith("en") else "zh"
+
+
+def register(messages: dict[str, tuple[str, str]]) -> None:
+    """Each page module adds its own texts (zh-CN, English) at import time."""
+    for key, pair in messages.items():
+        if key in MESSAGES and MESSAGES[key] != pair:
+            raise ValueError(f"message {key} registered twice with different texts")
+        MESSAGES[key] = pair
