@@ -156,7 +156,10 @@ def console_home(
     k = dashboard.kpis(session, scope, now)
     s = dashboard.daily_series(session, scope, now)
     names = {st.id: st.name for st in choice.stores}
-    t = lambda key: translate(key, lang)  # noqa: E731
+
+    def t(key: str) -> str:
+        return translate(key, lang)
+
     kpi_rows = [
         ("members", None, f"{k.members:,}"),
         ("new_members", f"{k.new_members_today:,}", f"{k.new_members_month:,}"),
