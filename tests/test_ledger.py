@@ -107,3 +107,22 @@ def test_verify_reports_a_tampered_balance(session: Session) -> None:
         f"account {account.id}: entries sum 40 != balance 41 - debt 0",
         f"account {account.id}: open lots 40 != balance 41",
     ]
+
+
+def test_expiry_policies() -> None:
+    from datetime import UTC, date, datetime
+
+    earned = datetime(2026, 1, 31, 20, 30, tzinfo=UTC)  # 1 Feb 04:30 in Shanghai
+    assert calc.expiry_for(earned, "never", "Asia/Shanghai") is None
+    assert calc.expiry_for(earned, "rolling", "Asia/Shanghai", months=12) == datetime(
+        2027, 2, 1, 16, 0, tzinfo=UTC
+    )
+    assert calc.expiry_for(
+        datetime(2026, 1, 31, 1, tzinfo=UTC), "rolling", "Asia/Shanghai", months=1
+    ) == datetime(2026, 2, 28, 16, 0, tzinfo=UTC)
+    assert calc.expiry_for(earned, "fixed_yearly", "Asia/Shanghai") == datetime(
+        2027, 12, 31, 16, 0, tzinfo=UTC
+    )
+    assert calc.add_months(date(2024, 1, 31), 1) == date(2024, 2, 29)
+    with pytest.raises(ValueError, match="unknown expiry policy"):
+        calc.expiry_for(earned, "sometimes", "Asia/Shanghai")

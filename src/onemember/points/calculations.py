@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from math import gcd
+from zoneinfo import ZoneInfo
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:
@@ -50,3 +53,44 @@ def proportional_part(total: int, done_qty: int, this_qty: int, quantity: int) -
     """The share of ``total`` that ``this_qty`` more units out of ``quantity`` carry, given ``done_qty``
     already taken: cumulative rounding, so returning every unit in any steps takes back exactly ``total``."""
     return total * (done_qty + this_qty) // quantity - total * done_qty // quantity
+
+
+def add_months(day: date, months: int) -> date:
+    """Same day ``months`` later, clamped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def end_of_local_day(day: date, tz: str) -> datetime:
+    """The instant a business day ends in the org's time zone (points expire then), in UTC."""
+    nxt = day + timedelta(days=1)
+    return datetime(nxt.year, nxt.month, nxt.day, tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+def expiry_for(
+    earned_at: datetime,
+    policy: str,
+    tz: str,
+    *,
+    months: int = 0,
+    fixed_month: int = 12,
+    fixed_day: int = 31,
+    years_after: int = 1,
+) -> datetime | None:
+    """When points earned at ``earned_at`` expire under the program's policy.
+
+    ``never``; ``rolling``: at the end of the local day ``months`` after earning; ``fixed_yearly``: points
+    earned in year Y expire at the end of ``fixed_month``/``fixed_day`` of year Y + ``years_after``.
+    """
+    local = earned_at.astimezone(ZoneInfo(tz)).date()
+    if policy == "never":
+        return None
+    if policy == "rolling":
+        return end_of_local_day(add_months(local, months), tz)
+    if policy == "fixed_yearly":
+        year = local.year + years_after
+        return end_of_local_day(
+            date(year, fixed_month, min(fixed_day, calendar.monthrange(year, fixed_month)[1])), tz
+        )
+    raise ValueError(f"unknown expiry policy {policy}")
