@@ -64,10 +64,17 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._loop, name="onemember-dispatcher", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the running pass to end after its current HTTP call; unsent claims are given back."""
         self._stop.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("event dispatcher still finishing an HTTP call; leaving it to end on its own")
+                return
             self._thread = None
         self.close()
 
@@ -95,6 +102,7 @@ class Dispatcher:
                 # A broken row or a lost database must not end the thread; the next pass retries.
                 log.exception("event dispatcher pass failed")
             self._stop.wait(self.settings.dispatcher_interval_seconds)
+        self.close()
         log.info("event dispatcher stopped")
 
     @property
@@ -121,7 +129,10 @@ class Dispatcher:
             if self._stop.is_set():
                 break
             attempts = self.claim(now or utcnow())
-            for attempt in attempts:
+            for index, attempt in enumerate(attempts):
+                if self._stop.is_set():
+                    self.release(attempts[index:], now or utcnow())
+                    return sent
                 try:
                     result = webhooks.send(self.client, attempt, now or utcnow(), self.timeout)
                 except Exception as exc:  # a bug must cost one attempt, not the rest of the batch
@@ -134,7 +145,7 @@ class Dispatcher:
         return sent
 
     def fan_out(self, now: datetime | None = None) -> int:
-        """Turn undispatched events into deliveries, batch by batch; returns how many events were dispatched."""
+        """Turn undispatched events into deliveries, batch by batch; returns how many were dispatched."""
         total = 0
         for _ in range(MAX_BATCHES_PER_PASS):
             done = self._fan_out_batch(now or utcnow())
@@ -237,6 +248,20 @@ class Dispatcher:
                     )
                 )
         return attempts
+
+    def release(self, attempts: list[Attempt], now: datetime) -> None:
+        """Give back claimed deliveries that were not sent (the worker is stopping), uncounted."""
+        with self.factory() as session, session.begin():
+            for delivery in session.scalars(
+                select(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id.in_([a.delivery_id for a in attempts]),
+                    WebhookDelivery.status == DeliveryStatus.PENDING,
+                )
+                .with_for_update()
+            ):
+                delivery.attempts -= 1
+                delivery.next_attempt_at = now
 
     def record(self, attempt: Attempt, result: AttemptResult, now: datetime) -> None:
         """Store the answer of one attempt."""
