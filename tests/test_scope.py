@@ -73,10 +73,26 @@ def test_api_keys_are_managed_within_scope(
     app_client: TestClient, chain: Chain, factory: sessionmaker[Session]
 ) -> None:
     mgr = login(app_client, chain, "a_mgr")
-    created = app_client.post("/api/v1/stores/A/api-keys", json={"name": "till 2"}, headers=mgr)
+    created = app_client.post(
+        "/api/v1/stores/A/api-keys", json={"name": "till 2"}, headers={**mgr, "Idempotency-Key": "new-till-2"}
+    )
     assert created.status_code == 201
     secret = created.json()["secret"]
     assert secret.startswith("omk_")
+    # A retry gets the same key back but never the secret again: secrets are not kept anywhere.
+    retry = app_client.post(
+        "/api/v1/stores/A/api-keys", json={"name": "till 2"}, headers={**mgr, "Idempotency-Key": "new-till-2"}
+    )
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert (retry.json()["prefix"], retry.json()["secret"]) == (created.json()["prefix"], None)
+    with factory() as s:
+        from onemember.common.models import IdempotencyRecord
+
+        stored = s.scalars(
+            select(IdempotencyRecord.response_body).where(IdempotencyRecord.key == "new-till-2")
+        ).one()
+        assert stored is not None
+        assert secret.encode() not in stored
     listed = app_client.get("/api/v1/stores/A/api-keys", headers=mgr).json()
     assert [k["name"] for k in listed] == ["till A", "till 2"]
     assert all(k["secret"] is None for k in listed)

@@ -133,6 +133,7 @@ def create_api_key(
             work,
             status=201,
             lang=lang,
+            secret_fields=("secret",),
         )
     )
 

@@ -94,12 +94,14 @@ def run(
     status: int = 200,
     lang: str = "zh",
     namespace: str | None = None,
+    secret_fields: tuple[str, ...] = (),
 ) -> Outcome:
     """Run ``work`` once per key and commit.
 
     Keys belong to the caller (``principal.key``) unless a ``namespace`` is given. Business errors come
     back as an ``Outcome`` when there is a key (so they can be replayed) and are raised when there is
-    none; a malformed or reused key raises ``KeyInvalid`` / ``KeyReused``.
+    none; a malformed or reused key raises ``KeyInvalid`` / ``KeyReused``. ``secret_fields`` (a new API
+    key, a webhook secret) are answered once and never stored: a replay answers them as ``null``.
     """
     owner = namespace or principal.key
     if key is None:
@@ -145,7 +147,8 @@ def run(
     try:
         result = _dump(work())
         record.status_code = status
-        record.response_body = json.dumps(result, ensure_ascii=False).encode()
+        stored = {k: (None if k in secret_fields else v) for k, v in result.items()}
+        record.response_body = json.dumps(stored, ensure_ascii=False).encode()
         session.commit()
         return Outcome(status, result, False)
     except DomainError as err:

@@ -66,7 +66,17 @@ def create_webhook(
         return WebhookCreatedOut(**_webhook_out(endpoint, store_code).model_dump(), secret=secret)
 
     return respond(
-        idempotency.run(session, principal, idem, "webhooks.create", body, work, status=201, lang=lang)
+        idempotency.run(
+            session,
+            principal,
+            idem,
+            "webhooks.create",
+            body,
+            work,
+            status=201,
+            lang=lang,
+            secret_fields=("secret",),
+        )
     )
 
 
