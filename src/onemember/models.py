@@ -5,6 +5,7 @@ from onemember.auth.models import ApiKey, StaffSession
 from onemember.common.models import Counter, IdempotencyRecord
 from onemember.db import Base
 from onemember.events.models import Event, WebhookDelivery, WebhookEndpoint
+from onemember.members import privacy_models as privacy_models  # consents, OTPs, member sessions, outbox
 from onemember.members.models import Member, MemberIdentity, MemberMerge
 from onemember.orders.models import Order, OrderLine, OrderPayment, OrderReturn, ReturnLine
 from onemember.org.models import Brand, Org, Region, Staff, Store
