@@ -211,6 +211,7 @@ def test_checkout_event_is_posted_signed_and_verifiable(
             "store_code": "A",
             "member_no": member["member_no"],
             "total_fen": 10100,
+            "discount_fen": 0,
             "paid_fen": 10100,
             "points_redeemed": 0,
             "points_earned": 101,

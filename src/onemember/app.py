@@ -109,9 +109,18 @@ def create_app(
     from onemember.orders.api import router as orders_router
     from onemember.org.api import router as org_router
     from onemember.points.api import router as points_router
+    from onemember.points.program_api import router as program_router
     from onemember.web import console, console_members, console_org, member, pos
 
-    api_routers = (auth_router, org_router, members_router, orders_router, points_router, events_router)
+    api_routers = (
+        auth_router,
+        org_router,
+        members_router,
+        orders_router,
+        points_router,
+        program_router,
+        events_router,
+    )
     page_routers = (console.router, console_members.router, console_org.router, pos.router, member.router)
     for router in (*api_routers, *page_routers):
         app.include_router(router)

@@ -7,7 +7,7 @@ on PostgreSQL services lock the rows they change with ``SELECT ... FOR UPDATE``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -59,8 +59,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+_clock: Callable[[], datetime] | None = None
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """The current time; tests and simulations may set a clock with ``set_clock``."""
+    return _clock() if _clock is not None else datetime.now(UTC)
+
+
+def set_clock(clock: Callable[[], datetime] | None) -> None:
+    global _clock
+    _clock = clock
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -5,12 +5,15 @@ from onemember.auth.models import ApiKey, StaffSession
 from onemember.common.models import Counter, IdempotencyRecord
 from onemember.db import Base
 from onemember.events.models import Event, WebhookDelivery, WebhookEndpoint
+from onemember.jobs.models import JobRun
 from onemember.members import privacy_models as privacy_models  # consents, OTPs, member sessions, outbox
 from onemember.members.models import Member, MemberIdentity, MemberMerge
 from onemember.orders.models import Order, OrderLine, OrderPayment, OrderReturn, ReturnLine
 from onemember.org.models import Brand, Org, Region, Staff, Store
+from onemember.points import models as points_models  # rules, rewards, transfers, adjustments, growth
 from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement, PointsProgram
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats, MemberTag
+from onemember.tiers import models as tier_models  # tier sets, levels, member standings
 
 __all__ = [
     "ApiKey",
@@ -20,6 +23,7 @@ __all__ = [
     "Counter",
     "Event",
     "IdempotencyRecord",
+    "JobRun",
     "Member",
     "MemberCategoryStats",
     "MemberIdentity",
@@ -44,4 +48,7 @@ __all__ = [
     "Store",
     "WebhookDelivery",
     "WebhookEndpoint",
+    "points_models",
+    "privacy_models",
+    "tier_models",
 ]

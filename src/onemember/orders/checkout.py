@@ -8,9 +8,10 @@ member's running stats and the outbox events.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from onemember.auth.principal import TILL_ROLES, Principal
@@ -27,10 +28,14 @@ from onemember.orders.schemas import CheckoutIn, CheckoutOut, EarnLineOut, EarnR
 from onemember.org import service as org_service
 from onemember.org.models import Store
 from onemember.points import calculations as calc
+from onemember.points import earning
+from onemember.points import rules as rules_service
 from onemember.points import service as points
 from onemember.points.errors import InvalidRedeemAmount
-from onemember.points.models import PointsProgram
+from onemember.points.models import PointEntry, PointsProgram
 from onemember.segments import stats
+from onemember.segments.models import MemberStats
+from onemember.tiers import service as tiers
 
 
 def acting_store(session: Session, principal: Principal, store_code: str | None) -> Store:
@@ -68,8 +73,44 @@ def plan_lines(amounts: list[int], redeem_points: int, program: PointsProgram) -
     return plans
 
 
-def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source: str = "pos") -> CheckoutOut:
-    principal.require_role(TILL_ROLES, "收银结账", "check out orders")
+@dataclass
+class Quote:
+    """Everything a basket comes to before anything is written: prices, points, growth and why."""
+
+    store: Store
+    member: Member | None
+    occurred: datetime
+    total_fen: int
+    discount_fen: int
+    value_fen: int
+    due_fen: int
+    line_discounts: list[int]
+    plans: list[LinePlan]
+    growth: list[int]
+    earn: earning.EarnResult | None
+    tier_code: str | None
+
+    @property
+    def earned(self) -> int:
+        return self.earn.total if self.earn is not None else 0
+
+
+def _earned_today(session: Session, account_id: int, now: datetime, tz: str) -> int:
+    local = now.astimezone(ZoneInfo(tz))
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    total = session.scalar(
+        select(func.coalesce(func.sum(PointEntry.amount), 0)).where(
+            PointEntry.account_id == account_id, PointEntry.kind == "earn", PointEntry.created_at >= start
+        )
+    )
+    return int(total or 0)
+
+
+def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: bool) -> Quote:
+    """Price a basket for a member at a store: member price, points payment, points and growth earned.
+
+    With ``lock`` the member's account and the store-bonus budgets are locked for the checkout that follows.
+    """
     store = acting_store(session, principal, data.store_code)
     org = org_service.get_org(session, principal.org_id)
     program = points.default_program(session, principal.org_id)
@@ -79,7 +120,6 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         raise InvalidOrder(
             "下单时间不能晚于当前时间", "occurred_at is in the future", code="orders.future_time"
         )
-
     member: Member | None = None
     if data.member is not None:
         member = members.resolve(session, principal.org_id, members.MemberRef(**data.member.model_dump()))
@@ -89,29 +129,115 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         raise InvalidRedeemAmount(
             "非会员订单不能使用积分", "Points need a member", code="points.member_required"
         )
-
+    account = None
+    if member is not None:
+        account = points.ensure_account(session, principal.org_id, member.id, program.id)
+        if lock:
+            account = points.lock_account(session, account.id)
+    level = tiers.current_level(session, program, member) if member is not None else None
     amounts = [line.quantity * line.unit_price_fen for line in data.lines]
+    discount_pct = level.discount_pct if level is not None else 0
+    line_discounts = [a * discount_pct // 100 for a in amounts]
     total = sum(amounts)
+    net = [a - d for a, d in zip(amounts, line_discounts, strict=True)]
     unit = calc.redeem_unit(program.redeem_points_per_yuan)
     if data.redeem_points % unit:
         raise InvalidRedeemAmount(
             f"抵扣积分须为 {unit} 的整数倍", f"Points to redeem must be a multiple of {unit}", unit=unit
         )
     value_fen = calc.points_value_fen(data.redeem_points, program.redeem_points_per_yuan)
-    if value_fen > total:
+    if value_fen > sum(net):
         raise InvalidRedeemAmount(
             "抵扣金额超过订单金额",
             "Points would pay more than the order total",
-            max_points=total * program.redeem_points_per_yuan // 100 // unit * unit,
+            max_points=sum(net) * program.redeem_points_per_yuan // 100 // unit * unit,
         )
-    due = total - value_fen
-    payments = data.payments
-    paid_sum = sum(p.amount_fen for p in payments)
-    if paid_sum != due:
+    plans = plan_lines(net, data.redeem_points, program)
+    growth = [p.paid_fen * program.growth_per_yuan // 100 for p in plans] if member else [0] * len(plans)
+    result: earning.EarnResult | None = None
+    if member is not None and account is not None:
+        rules = rules_service.rules_in_force(session, program, occurred, lock_budgets=lock)
+        if level is not None and level.points_multiplier_pct > 100:
+            rules.append(
+                earning.Rule(
+                    0,
+                    0,
+                    earning.RuleKind.TIER_MULTIPLIER,
+                    name=level.name,
+                    multiplier_pct=level.points_multiplier_pct,
+                    tier_code=level.code,
+                )
+            )
+        stat = session.get(MemberStats, member.id)
+        ctx = earning.EarnContext(
+            local_date=occurred.astimezone(ZoneInfo(org.timezone)).date(),
+            store_id=store.id,
+            tier_code=level.code if level else None,
+            birthday=member.birthday,
+            is_first_purchase=stat is None or stat.order_count == 0,
+            earned_today=_earned_today(session, account.id, now, org.timezone),
+        )
+        basket = [
+            earning.BasketLine(i, line.sku, line.category, plan.paid_fen)
+            for i, (line, plan) in enumerate(zip(data.lines, plans, strict=True), start=1)
+        ]
+        result = earning.compute(basket, rules, ctx)
+        for i, plan in enumerate(plans, start=1):
+            plan.points_earned = result.per_line[i]
+    else:
+        for plan in plans:
+            plan.points_earned = 0
+    return Quote(
+        store,
+        member,
+        occurred,
+        total,
+        sum(line_discounts),
+        value_fen,
+        sum(net) - value_fen,
+        line_discounts,
+        plans,
+        growth,
+        result,
+        level.code if level else None,
+    )
+
+
+def explanation_of(q: Quote, lines: list[tuple[int, str]]) -> list[EarnRuleOut]:
+    if q.earn is None:
+        return []
+    paid = {i: plan.paid_fen for i, plan in enumerate(q.plans, start=1)}
+    return [
+        EarnRuleOut(
+            rule=a.kind,
+            rule_id=a.rule_id or None,
+            version=a.version or None,
+            label_zh=a.label_zh,
+            label_en=a.label_en,
+            points=a.points,
+            lines=[
+                EarnLineOut(line_no=n, sku=sku, eligible_fen=paid[n], points=a.lines[n])
+                for n, sku in lines
+                if n in a.lines
+            ],
+        )
+        for a in q.earn.applications
+    ]
+
+
+def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source: str = "pos") -> CheckoutOut:
+    principal.require_role(TILL_ROLES, "收银结账", "check out orders")
+    q = quote(session, principal, data, lock=True)
+    store, member, occurred = q.store, q.member, q.occurred
+    org = org_service.get_org(session, principal.org_id)
+    program = points.default_program(session, principal.org_id)
+    now = utcnow()
+    paid_sum = sum(p.amount_fen for p in data.payments)
+    if paid_sum != q.due_fen:
         raise PaymentMismatch(
-            f"应付 {due} 分，支付合计 {paid_sum} 分",
-            f"Due {due} fen, payments add up to {paid_sum} fen",
-            due_fen=due,
+            f"应付 {q.due_fen} 分，支付合计 {paid_sum} 分",
+            f"Due {q.due_fen} fen, payments add up to {paid_sum} fen",
+            due_fen=q.due_fen,
             paid_fen=paid_sum,
         )
     if data.client_order_id:
@@ -124,15 +250,11 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         )
         if existing:
             raise DuplicateClientOrder(order_no=existing)
-
     account = None
     if member is not None:
         account = points.ensure_account(session, principal.org_id, member.id, program.id)
-        account = points.lock_account(session, account.id)
-
-    plans = plan_lines(amounts, data.redeem_points, program)
-    earned = sum(p.points_earned for p in plans) if member is not None else 0
-
+    earned = q.earned
+    growth = sum(q.growth)
     order = Order(
         org_id=principal.org_id,
         order_no=public_no("S", occurred, org.timezone),
@@ -141,11 +263,13 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         client_order_id=data.client_order_id,
         status="completed",
         source=source,
-        total_fen=total,
+        total_fen=q.total_fen,
+        discount_fen=q.discount_fen,
         points_redeemed=data.redeem_points,
-        points_value_fen=value_fen,
-        paid_fen=due,
+        points_value_fen=q.value_fen,
+        paid_fen=q.due_fen,
         points_earned=earned,
+        growth_earned=growth,
         refunded_fen=0,
         actor=principal.actor,
         occurred_at=occurred,
@@ -154,9 +278,8 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
     )
     session.add(order)
     session.flush()
-    line_rows = []
-    for i, (line, plan) in enumerate(zip(data.lines, plans, strict=True), start=1):
-        row = OrderLine(
+    line_rows = [
+        OrderLine(
             org_id=principal.org_id,
             order_id=order.id,
             line_no=i,
@@ -165,45 +288,48 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
             category=line.category,
             quantity=line.quantity,
             unit_price_fen=line.unit_price_fen,
-            amount_fen=plan.amount_fen,
+            amount_fen=plan.amount_fen + disc,
+            discount_fen=disc,
             points_redeemed=plan.points_redeemed,
             points_value_fen=plan.points_value_fen,
             paid_fen=plan.paid_fen,
-            points_earned=plan.points_earned if member else 0,
+            points_earned=plan.points_earned,
+            growth_earned=g,
             returned_quantity=0,
         )
-        line_rows.append(row)
+        for i, (line, plan, disc, g) in enumerate(
+            zip(data.lines, q.plans, q.line_discounts, q.growth, strict=True), start=1
+        )
+    ]
     session.add_all(line_rows)
     session.add_all(
         OrderPayment(org_id=principal.org_id, order_id=order.id, method=p.method, amount_fen=p.amount_fen)
-        for p in payments
+        for p in data.payments
     )
-
-    explanation: list[EarnRuleOut] = []
+    explanation = explanation_of(q, [(r.line_no, r.sku) for r in line_rows])
     debt_repaid = 0
     if member is not None and account is not None:
         ctx = points.EntryContext(store_id=store.id, order_id=order.id, actor=principal.actor, at=now)
+        balance_before = account.balance
         if data.redeem_points:
-            ctx.reason = f"订单 {order.order_no} 积分抵扣 {value_fen} 分"
+            ctx.reason = f"订单 {order.order_no} 积分抵扣 {q.value_fen} 分"
             points.redeem(session, account, data.redeem_points, ctx)
         if earned:
             debt_before = account.debt
             ctx.reason = f"订单 {order.order_no} 消费得积分"
-            points.earn(session, account, earned, ctx)
-            debt_repaid = debt_before - account.debt
-        rate = program.earn_points_per_yuan
-        explanation.append(
-            EarnRuleOut(
-                rule="base_rate",
-                label_zh=f"基础积分：实付每 1 元得 {rate} 积分（按行向下取整）",
-                label_en=f"Base rate: {rate} point(s) per yuan paid, rounded down per line",
-                points=earned,
-                lines=[
-                    EarnLineOut(line_no=r.line_no, sku=r.sku, eligible_fen=r.paid_fen, points=r.points_earned)
-                    for r in line_rows
-                ],
+            points.earn(
+                session,
+                account,
+                earned,
+                ctx,
+                expires_at=points.expiry_of(program, now, org.timezone),
+                available_at=now + timedelta(days=program.pending_days),
             )
-        )
+            debt_repaid = debt_before - account.debt
+        if q.earn is not None:
+            rules_service.spend_budgets(session, q.earn.budget_used)
+        if growth:
+            points.add_growth(session, account, growth, "order", order_id=order.id, at=now)
         order.earn_explanation = [e.model_dump() for e in explanation]
         stats.apply_order(
             session,
@@ -211,10 +337,12 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
             member_id=member.id,
             store_id=store.id,
             at=occurred,
-            spend_fen=total,
+            spend_fen=q.total_fen,
             lines=[stats.LineFact(r.category, r.quantity, r.amount_fen) for r in line_rows],
+            month=tiers.month_key(occurred, org.timezone),
         )
-
+        tiers.after_activity(session, program, member, now, org.timezone)
+        points.notify_threshold(session, account, balance_before, member.member_no)
     session.flush()
     events.emit(
         session,
@@ -224,8 +352,9 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
             "order_no": order.order_no,
             "store_code": store.code,
             "member_no": member.member_no if member else None,
-            "total_fen": total,
-            "paid_fen": due,
+            "total_fen": q.total_fen,
+            "discount_fen": q.discount_fen,
+            "paid_fen": q.due_fen,
             "points_redeemed": data.redeem_points,
             "points_earned": earned,
             "occurred_at": occurred.isoformat(),
@@ -255,11 +384,14 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         store_code=store.code,
         member_no=member.member_no if member else None,
         occurred_at=occurred,
-        total_fen=total,
+        total_fen=q.total_fen,
+        discount_fen=q.discount_fen,
+        tier_code=q.tier_code,
         points_redeemed=data.redeem_points,
-        points_value_fen=value_fen,
-        paid_fen=due,
+        points_value_fen=q.value_fen,
+        paid_fen=q.due_fen,
         points_earned=earned,
+        growth_earned=growth,
         debt_repaid=debt_repaid,
         points_balance=account.balance if account else None,
         points_debt=account.debt if account else None,
@@ -277,6 +409,7 @@ def line_out(r: OrderLine) -> OrderLineOut:
         quantity=r.quantity,
         unit_price_fen=r.unit_price_fen,
         amount_fen=r.amount_fen,
+        discount_fen=r.discount_fen,
         points_redeemed=r.points_redeemed,
         points_value_fen=r.points_value_fen,
         paid_fen=r.paid_fen,

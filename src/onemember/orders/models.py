@@ -35,6 +35,9 @@ class Order(Base):
     points_value_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     paid_fen: Mapped[int] = mapped_column(BigInteger)
     points_earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Member price (tier discount) taken off the lines, and growth value the order earned.
+    discount_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    growth_earned: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     earn_explanation: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     actor: Mapped[str] = mapped_column(String(120), default="")
@@ -60,10 +63,12 @@ class OrderLine(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price_fen: Mapped[int] = mapped_column(BigInteger)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
+    discount_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     points_redeemed: Mapped[int] = mapped_column(BigInteger, default=0)
     points_value_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     paid_fen: Mapped[int] = mapped_column(BigInteger)
     points_earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    growth_earned: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     returned_quantity: Mapped[int] = mapped_column(Integer, default=0)
 
 

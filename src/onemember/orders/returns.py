@@ -30,6 +30,7 @@ from onemember.points import calculations as calc
 from onemember.points import service as points
 from onemember.points.models import PointAccount, PointEntry
 from onemember.segments import stats
+from onemember.tiers.service import month_key
 
 
 def order_by_no(session: Session, org_id: int, order_no: str, *, lock: bool = False) -> Order:
@@ -197,7 +198,16 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
             original_store_id=order.store_id,
             amount_fen=amount,
             lines=[stats.LineFact(p[0].category, p[1], p[2]) for p in parts],
+            month=month_key(order.occurred_at, org.timezone),
         )
+        growth_back = sum(
+            calc.proportional_part(p[0].growth_earned, p[0].returned_quantity - p[1], p[1], p[0].quantity)
+            for p in parts
+        )
+        if growth_back:
+            points.add_growth(
+                session, account, -growth_back, "return", order_id=order.id, return_id=ret.id, at=now
+            )
 
     order.refunded_fen += ret.refund_fen
     fully = all(line.returned_quantity == line.quantity for line in lines.values())

@@ -68,6 +68,8 @@ class EarnLineOut(BaseModel):
 
 class EarnRuleOut(BaseModel):
     rule: str
+    rule_id: int | None = None
+    version: int | None = None
     label_zh: str
     label_en: str
     points: int
@@ -82,6 +84,7 @@ class OrderLineOut(BaseModel):
     quantity: int
     unit_price_fen: int
     amount_fen: int
+    discount_fen: int = 0
     points_redeemed: int
     points_value_fen: int
     paid_fen: int
@@ -100,10 +103,13 @@ class CheckoutOut(BaseModel):
     member_no: str | None
     occurred_at: datetime
     total_fen: int
+    discount_fen: int = 0
+    tier_code: str | None = None
     points_redeemed: int
     points_value_fen: int
     paid_fen: int
     points_earned: int
+    growth_earned: int = 0
     debt_repaid: int
     points_balance: int | None
     points_debt: int | None

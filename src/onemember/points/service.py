@@ -15,8 +15,17 @@ from sqlalchemy.orm import Session
 
 from onemember.common.types import EntryKind
 from onemember.db import utcnow
+from onemember.events import service as events
+from onemember.points.calculations import expiry_for
 from onemember.points.errors import InsufficientPoints
-from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement, PointsProgram
+from onemember.points.models import (
+    GrowthEntry,
+    PointAccount,
+    PointEntry,
+    PointLot,
+    PointLotMovement,
+    PointsProgram,
+)
 
 
 def default_program(session: Session, org_id: int) -> PointsProgram:
@@ -328,3 +337,56 @@ def move_account(session: Session, source: PointAccount, target: PointAccount, c
     target.lifetime_redeemed += source.lifetime_redeemed
     offset_debt(session, target, ctx)
     return net
+
+
+def expiry_of(program: PointsProgram, earned_at: datetime, tz: str) -> datetime | None:
+    """When points earned now expire under the program's policy."""
+    return expiry_for(
+        earned_at,
+        program.expiry_policy,
+        tz,
+        months=program.expiry_months,
+        fixed_month=program.expiry_fixed_month,
+        fixed_day=program.expiry_fixed_day,
+        years_after=program.expiry_years_after,
+    )
+
+
+def add_growth(
+    session: Session,
+    account: PointAccount,
+    amount: int,
+    kind: str,
+    *,
+    order_id: int | None = None,
+    return_id: int | None = None,
+    at: datetime | None = None,
+) -> GrowthEntry:
+    """Growth value moves only through this append-only ledger (never below zero)."""
+    amount = max(amount, -account.growth_value)
+    account.growth_value += amount
+    entry = GrowthEntry(
+        org_id=account.org_id,
+        account_id=account.id,
+        member_id=account.member_id,
+        kind=kind,
+        amount=amount,
+        order_id=order_id,
+        return_id=return_id,
+        created_at=at or utcnow(),
+    )
+    session.add(entry)
+    return entry
+
+
+def notify_threshold(session: Session, account: PointAccount, before: int, member_no: str) -> None:
+    """The member asked to hear when the balance reaches their threshold: tell them once it crosses it."""
+    threshold = account.reminder_threshold
+    if threshold is not None and before < threshold <= account.balance:
+        events.emit(
+            session,
+            account.org_id,
+            "points.threshold_reached",
+            {"member_no": member_no, "threshold": threshold, "balance": account.balance},
+            member_id=account.member_id,
+        )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from onemember.common.upsert import upsert
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.tiers.models import MemberMonthlyStats
 
 
 @dataclass
@@ -40,6 +41,7 @@ def apply_order(
     at: datetime,
     spend_fen: int,
     lines: list[LineFact],
+    month: int | None = None,
 ) -> None:
     ms: Table = MemberStats.__table__  # type: ignore[assignment]
     upsert(
@@ -113,6 +115,15 @@ def apply_order(
                 "last_purchase_at": _latest(cs.c.last_purchase_at, at),
             },
         )
+    if month is not None:
+        mm: Table = MemberMonthlyStats.__table__  # type: ignore[assignment]
+        upsert(
+            session,
+            mm,
+            {"member_id": member_id, "month": month, "org_id": org_id, "orders": 1, "spend_fen": spend_fen},
+            ["member_id", "month"],
+            {"orders": mm.c.orders + 1, "spend_fen": mm.c.spend_fen + spend_fen},
+        )
     _refresh_store_count(session, member_id)
 
 
@@ -129,9 +140,22 @@ def _refresh_store_count(session: Session, member_id: int) -> None:
 
 
 def apply_return(
-    session: Session, *, member_id: int, original_store_id: int, amount_fen: int, lines: list[LineFact]
+    session: Session,
+    *,
+    member_id: int,
+    original_store_id: int,
+    amount_fen: int,
+    lines: list[LineFact],
+    month: int | None = None,
 ) -> None:
-    """A return lowers spend where it was made (the original store and categories); counts of orders stay."""
+    """A return lowers spend where it was made (the original store, categories and the order's month);
+    counts of orders stay."""
+    if month is not None:
+        session.execute(
+            update(MemberMonthlyStats)
+            .where(MemberMonthlyStats.member_id == member_id, MemberMonthlyStats.month == month)
+            .values(spend_fen=MemberMonthlyStats.spend_fen - amount_fen)
+        )
     session.execute(
         update(MemberStats)
         .where(MemberStats.member_id == member_id)
@@ -241,5 +265,23 @@ def merge_into(session: Session, *, survivor_id: int, merged_id: int) -> None:
             ):
                 ctarget.last_purchase_at = crow.last_purchase_at
         session.delete(crow)
+    for mrow in list(
+        session.scalars(select(MemberMonthlyStats).where(MemberMonthlyStats.member_id == merged_id))
+    ):
+        mtarget = session.get(MemberMonthlyStats, (survivor_id, mrow.month))
+        if mtarget is None:
+            session.add(
+                MemberMonthlyStats(
+                    member_id=survivor_id,
+                    month=mrow.month,
+                    org_id=mrow.org_id,
+                    orders=mrow.orders,
+                    spend_fen=mrow.spend_fen,
+                )
+            )
+        else:
+            mtarget.orders += mrow.orders
+            mtarget.spend_fen += mrow.spend_fen
+        session.delete(mrow)
     session.flush()
     _refresh_store_count(session, survivor_id)

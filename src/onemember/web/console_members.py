@@ -96,7 +96,10 @@ i18n.register(
         ),
         "members.cross_store": ("跨店视图（已脱敏）", "Cross-store view (masked)"),
         "members.back": ("返回会员列表", "Back to members"),
-        "members.merged_notice": ("会员号 {no} 已合并到本会员", "Member no. {no} has been merged into this one"),
+        "members.merged_notice": (
+            "会员号 {no} 已合并到本会员",
+            "Member no. {no} has been merged into this one",
+        ),
         "members.profile": ("基本资料", "Profile"),
         "members.gender": ("性别", "Gender"),
         "members.gender.male": ("男", "Male"),
@@ -115,7 +118,11 @@ i18n.register(
         "members.id.wechat_unionid": ("微信 unionid", "WeChat unionid"),
         "members.id.alipay_uid": ("支付宝用户号", "Alipay user id"),
         "members.reveal": ("显示完整号码", "Show full number"),
-        "members.reveal_reason": ("查看原因（将记入审计日志）", "Reason (written to the audit log)"),
+        "members.reveal_reason": ("查看原因", "Reason"),
+        "members.reveal_hint": (
+            "显示完整号码会记入审计日志",
+            "Showing the full number is written to the audit log",
+        ),
         "members.reveal_need_reason": ("请填写查看原因", "Give a reason for showing the number"),
         "members.revealed_note": ("已记入审计日志", "Written to the audit log"),
         "members.reveal_forbidden": (
@@ -280,11 +287,7 @@ class ListParams:
     def url(self, path: str = "/console/members", **changes: Any) -> str:
         p = replace(self, **changes)
         defaults = ListParams()
-        pairs = {
-            k: v
-            for k, v in vars(p).items()
-            if v not in ("", None) and v != getattr(defaults, k)
-        }
+        pairs = {k: v for k, v in vars(p).items() if v not in ("", None) and v != getattr(defaults, k)}
         return f"{path}?{urlencode(pairs)}" if pairs else path
 
 
@@ -436,9 +439,7 @@ def member_list(
 ) -> HTMLResponse:
     """Members in the user's scope: search, filter, sort and page on the server."""
     lang = request.state.lang
-    params, choice, filter_ids = _list_inputs(
-        session, user, lang, q, status, sort, dir, page, store, region
-    )
+    params, choice, filter_ids = _list_inputs(session, user, lang, q, status, sort, dir, page, store, region)
     found = find_members(
         session, user, params, filter_ids, limit=PAGE_SIZE, offset=(params.page - 1) * PAGE_SIZE
     )
@@ -485,7 +486,10 @@ def member_export(
             translate("members.export_capped", "en").format(n=EXPORT_LIMIT),
             code="members.export_too_large",
         )
-    t = lambda key: translate(key, lang)  # noqa: E731
+
+    def t(key: str) -> str:
+        return translate(key, lang)
+
     zone = ZoneInfo(choice.tz)
     headers = [
         t("members.col.member_no"),
@@ -550,7 +554,10 @@ def member_context(
     session: Session, user: Principal, member: Member, lang: str, opage: int = 1
 ) -> dict[str, Any]:
     """Everything the 360° page shows, from indexed lookups and the running member stats."""
-    t = lambda key: translate(key, lang)  # noqa: E731
+
+    def t(key: str) -> str:
+        return translate(key, lang)
+
     stores = _stores(session, user.org_id)
     full = views.in_scope(session, user, member)
     st = session.get(MemberStats, member.id)
@@ -643,7 +650,9 @@ def member_context(
         "can_merge": user.role in MERGE_ROLES and full,
         "identities": members.identities_of(session, member.id),
         "tags": list(
-            session.scalars(select(MemberTag.tag).where(MemberTag.member_id == member.id).order_by(MemberTag.tag))
+            session.scalars(
+                select(MemberTag.tag).where(MemberTag.member_id == member.id).order_by(MemberTag.tag)
+            )
         ),
         "merged_from_list": merged_from,
         "stores": stores,
@@ -695,7 +704,9 @@ def member_order(
     member = members.by_member_no(session, user.org_id, member_no)
     order = order_lookup.order_by_no(session, user.org_id, order_no)
     if order.member_id != member.id:
-        raise NotFound("该订单不属于此会员", "That order does not belong to this member", code="orders.not_found")
+        raise NotFound(
+            "该订单不属于此会员", "That order does not belong to this member", code="orders.not_found"
+        )
     detail = order_out(session, order)
     if _is_htmx(request):
         return render(
@@ -774,7 +785,7 @@ def merge_preview(
             raise
         ctx["merge_error"] = page_error_text(err, lang)
     if _is_htmx(request):
-        return render(request, "console/members/_merge_preview.html", ctx)
+        return render(request, "console/members/_merge_preview.html", {"merge": ctx})
     return _member_page(request, session, user, survivor, merge=ctx)
 
 

@@ -27,16 +27,16 @@ from onemember.auth.models import ApiKey
 from onemember.auth.principal import Principal
 from onemember.common.types import Role
 from onemember.deps import SessionDep
-from onemember.errors import DomainError, Forbidden, Invalid
+from onemember.errors import DomainError, Forbidden, Invalid, NotFound
 from onemember.members.models import Member
 from onemember.org import service as org_service
 from onemember.org.models import Brand, Region, Staff, Store
 from onemember.segments.models import MemberStoreStats
 from onemember.web import i18n
-from onemember.web.common import ConsoleUser, check_csrf
+from onemember.web.common import ConsoleUser, check_csrf, page_error_text
 from onemember.web.console import ScopeChoice, choose_scope, scope_context
 from onemember.web.export import xlsx_response
-from onemember.web.templating import local_time, render
+from onemember.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,15 +78,19 @@ i18n.register(
         "org.key.active": ("有效", "Active"),
         "org.key.revoked": ("已吊销", "Revoked"),
         "org.key.revoke": ("吊销", "Revoke"),
-        "org.key.revoke_confirm": ("吊销后使用该密钥的终端将立即无法访问，确定吊销？",
-                                   "Terminals using this key lose access at once. Revoke it?"),
+        "org.key.revoked_at": ("吊销时间", "Revoked at"),
+        "org.key.revoke_confirm": (
+            "吊销后使用该密钥的终端将立即无法访问，确定吊销？",
+            "Terminals using this key lose access at once. Revoke it?",
+        ),
         "org.key.revoked_notice": ("已吊销密钥", "Revoked key"),
         "org.key.create": ("新建 API 密钥", "New API key"),
         "org.key.name_hint": ("如：1 号收银台", "e.g. till 1"),
         "org.key.secret_title": ("新密钥已创建", "New key created"),
-        "org.key.secret_note": ("请立即复制并妥善保存，此密钥只显示这一次，刷新或离开页面后将无法再次查看。",
-                                "Copy it now and keep it safe: it will not be shown again once you reload "
-                                "or leave this page."),
+        "org.key.secret_note": (
+            "请立即复制并妥善保存，此密钥只显示这一次，刷新或离开页面后将无法再次查看。",
+            "Copy it now and keep it safe: it will not be shown again once you reload or leave this page.",
+        ),
         "org.filter.status": ("状态", "Status"),
         "org.filter.sort": ("排序", "Sort"),
         "org.sort.newest": ("最新在前", "Newest first"),
@@ -118,7 +122,8 @@ i18n.register(
         "audit.sort.action": ("按操作", "By action"),
         "audit.bad_date": ("日期格式应为 YYYY-MM-DD，已忽略", "Dates look like YYYY-MM-DD; ignored"),
         "audit.no_member": ("找不到该会员号", "No member with that number"),
-        "audit.tz_note": ("时间为北京时间", "Times are Beijing time"),
+        "audit.tz_note": ("时区", "Time zone"),
+        "audit.reset": ("重置", "Reset"),
         "audit.scope_note": ("仅显示您门店范围内的记录", "Only entries within your stores are shown"),
     }
 )
@@ -156,6 +161,7 @@ AUDIT_SORTS: Sorts = {"at": (AuditLog.at, AuditLog.id), "action": (AuditLog.acti
 STAFF_PARAMS = ("q", "role", "sort", "page")
 KEY_PARAMS = ("kstatus", "ksort", "kpage")
 SCOPE_PARAMS = ("region", "store")
+AUDIT_COLUMNS = "at actor actor_role action target_type target_id member store ip reason details".split()
 AUDIT_PARAMS = ("actor", "action", "member", "store", "region", "date_from", "date_to", "sort", "page")
 
 
@@ -226,6 +232,13 @@ def is_htmx(request: Request) -> bool:
     return bool(request.headers.get("hx-request"))
 
 
+def texts(lang: str) -> Callable[[str], str]:
+    def t(key: str) -> str:
+        return i18n.translate(key, lang)
+
+    return t
+
+
 def role_label(role: str, lang: str) -> str:
     return i18n.translate(f"org.role.{role}", lang)
 
@@ -258,7 +271,7 @@ def staff_query(org_id: int, store_id: int | None, params: dict[str, str]) -> tu
     return stmt.order_by(*order), sort
 
 
-def staff_rows(session: Session, org_id: int, staff: Sequence[Staff]) -> list[StaffRow]:
+def staff_rows(session: Session, staff: Sequence[Staff]) -> list[StaffRow]:
     region_ids = {s.region_id for s in staff if s.region_id}
     regions = (
         {r.id: r.name for r in session.scalars(select(Region).where(Region.id.in_(region_ids)))}
@@ -300,6 +313,7 @@ class StaffSection:
     rows: list[StaffRow]
     sort: str
     roles: tuple[Role, ...]
+    filter_roles: tuple[Role, ...]
     post_url: str
     export_url: str
     show_region: bool = False
@@ -318,7 +332,7 @@ def staff_section(
 ) -> StaffSection:
     stmt, sort = staff_query(user.org_id, store.id if store else None, params)
     listing = fetch_page(session, stmt, page_number(params.get("page")), STAFF_PAGE)
-    rows = staff_rows(session, user.org_id, listing.rows)
+    rows = staff_rows(session, listing.rows)
     if store is not None:
         return StaffSection(
             "org.staff.title",
@@ -326,6 +340,7 @@ def staff_section(
             rows,
             sort,
             store_staff_roles(user, store),
+            STORE_STAFF_ROLES,
             f"/console/stores/{store.code}/staff",
             export_url,
         )
@@ -336,6 +351,7 @@ def staff_section(
         rows,
         sort,
         org_staff_roles(user),
+        ORG_STAFF_ROLES,
         "/console/staff",
         export_url,
         show_region=True,
@@ -343,15 +359,19 @@ def staff_section(
     )
 
 
-def _staff_xlsx(rows: list[StaffRow], lang: str, label: str) -> Response:
-    t = lambda key: i18n.translate(key, lang)  # noqa: E731
+def org_tz(session: Session, user: Principal) -> ZoneInfo:
+    return ZoneInfo(org_service.get_org(session, user.org_id).timezone)
+
+
+def staff_xlsx(
+    session: Session, user: Principal, store: Store | None, params: dict[str, str], lang: str
+) -> Response:
+    """The staff list as Excel: every row of the page's filter, in the page's order."""
+    stmt, _ = staff_query(user.org_id, store.id if store else None, params)
+    rows = staff_rows(session, list(session.scalars(stmt.limit(EXPORT_LIMIT))))
+    t, tz = texts(lang), org_tz(session, user)
     headers = [
-        t("org.staff.username"),
-        t("org.staff.display_name"),
-        t("org.staff.role"),
-        t("org.staff.region"),
-        t("org.staff.status"),
-        t("org.staff.created_at"),
+        t(f"org.staff.{k}") for k in ("username", "display_name", "role", "region", "status", "created_at")
     ]
     data = [
         (
@@ -360,11 +380,11 @@ def _staff_xlsx(rows: list[StaffRow], lang: str, label: str) -> Response:
             role_label(r.role, lang),
             r.region,
             t("org.staff.active") if r.active else t("org.staff.inactive"),
-            local_time(r.created_at, fmt="%Y-%m-%d %H:%M:%S"),
+            r.created_at.astimezone(tz),
         )
         for r in rows
     ]
-    return xlsx_response(f"staff-{label}.xlsx", headers, data, sheet="staff")
+    return xlsx_response(f"staff-{store.code if store else 'hq'}.xlsx", headers, data, sheet="staff")
 
 
 def allowed_role(role: str, allowed: tuple[Role, ...]) -> Role:
@@ -389,15 +409,55 @@ def check_credentials(username: str, password: str) -> str:
     return username
 
 
-def record_staff_created(session: Session, user: Principal, staff: Staff) -> None:
-    audit.record(
-        session,
-        user,
-        "staff.created",
-        target_type="staff",
-        target_id=staff.username,
-        store_id=staff.store_id,
-        details={"role": staff.role},
+def add_staff_account(
+    session: Session,
+    user: Principal,
+    lang: str,
+    form: dict[str, str],
+    role: Role,
+    *,
+    store_id: int | None = None,
+    region_id: int | None = None,
+) -> tuple[str, str, int]:
+    """Creates and audits (as the API does) a staff account; returns (username, error text, HTTP status)."""
+    try:
+        username = check_credentials(form["username"], form["password"])
+        staff = org_service.add_staff(
+            session,
+            user.org_id,
+            username,
+            form["password"],
+            role,
+            display_name=form["display_name"].strip(),
+            store_id=store_id,
+            region_id=region_id,
+        )
+        audit.record(
+            session,
+            user,
+            "staff.created",
+            target_type="staff",
+            target_id=staff.username,
+            store_id=staff.store_id,
+            details={"role": staff.role},
+        )
+        session.commit()
+    except DomainError as err:
+        session.rollback()
+        return "", page_error_text(err, lang), err.status
+    return staff.username, "", 200
+
+
+def staff_answer(
+    request: Request, context: dict[str, Any], page: str, outcome: tuple[str, str, int], form: dict[str, str]
+) -> HTMLResponse:
+    """htmx gets the staff section back, a plain form post the whole page; both carry notice or error."""
+    section: StaffSection = context["staff"]
+    section.notice, section.error, status = outcome
+    if section.error:
+        section.form = {k: v for k, v in form.items() if k != "password"}
+    return render(
+        request, "console/org/_staff.html" if is_htmx(request) else page, context, status_code=status
     )
 
 
@@ -448,38 +508,34 @@ class BrandNode:
     regions: list[RegionNode]
 
 
+def count_by(
+    session: Session, column: InstrumentedAttribute[Any], *where: ColumnElement[bool]
+) -> dict[int, int]:
+    query = select(column, func.count()).where(*where).group_by(column)
+    return {int(key): int(n) for key, n in session.execute(query) if key is not None}
+
+
 def org_tree(session: Session, org_id: int, stores: list[Store]) -> list[BrandNode]:
     """Brands → regions → the given stores, with active staff and active API key counts per store."""
     ids = [s.id for s in stores]
-    staff_counts: dict[int, int] = {}
-    key_counts: dict[int, int] = {}
-    if ids:
-        for store_id, n in session.execute(
-            select(Staff.store_id, func.count())
-            .where(Staff.org_id == org_id, Staff.store_id.in_(ids), Staff.active.is_(True))
-            .group_by(Staff.store_id)
-        ):
-            staff_counts[int(store_id)] = int(n)
-        for store_id, n in session.execute(
-            select(ApiKey.store_id, func.count())
-            .where(ApiKey.org_id == org_id, ApiKey.store_id.in_(ids), ApiKey.revoked_at.is_(None))
-            .group_by(ApiKey.store_id)
-        ):
-            key_counts[int(store_id)] = int(n)
-    region_ids = {s.region_id for s in stores}
-    managers: dict[int, int] = {}
-    if region_ids:
-        for region_id, n in session.execute(
-            select(Staff.region_id, func.count())
-            .where(
-                Staff.org_id == org_id,
-                Staff.region_id.in_(region_ids),
-                Staff.role == Role.REGIONAL_MANAGER,
-                Staff.active.is_(True),
-            )
-            .group_by(Staff.region_id)
-        ):
-            managers[int(region_id)] = int(n)
+    staff_counts = count_by(
+        session, Staff.store_id, Staff.org_id == org_id, Staff.store_id.in_(ids), Staff.active.is_(True)
+    )
+    key_counts = count_by(
+        session,
+        ApiKey.store_id,
+        ApiKey.org_id == org_id,
+        ApiKey.store_id.in_(ids),
+        ApiKey.revoked_at.is_(None),
+    )
+    managers = count_by(
+        session,
+        Staff.region_id,
+        Staff.org_id == org_id,
+        Staff.region_id.in_({s.region_id for s in stores}),
+        Staff.role == Role.REGIONAL_MANAGER,
+        Staff.active.is_(True),
+    )
     regions = session.scalars(select(Region).where(Region.org_id == org_id).order_by(Region.code)).all()
     brands = session.scalars(select(Brand).where(Brand.org_id == org_id).order_by(Brand.code)).all()
     tree: list[BrandNode] = []
@@ -500,9 +556,7 @@ def org_tree(session: Session, org_id: int, stores: list[Store]) -> list[BrandNo
     return tree
 
 
-def tree_context(
-    session: Session, user: Principal, lang: str, params: dict[str, str]
-) -> tuple[dict[str, Any], ScopeChoice]:
+def tree_context(session: Session, user: Principal, lang: str, params: dict[str, str]) -> dict[str, Any]:
     choice = choose_scope(session, user, lang, params.get("store"), params.get("region"))
     shown = [s for s in choice.stores if choice.store_ids is None or s.id in choice.store_ids]
     tree = org_tree(session, user.org_id, shown)
@@ -519,21 +573,20 @@ def tree_context(
         "tz": choice.tz,
         "htmx_config": HTMX_CONFIG,
         "link": linker("/console/stores", params),
+        "page_path": "/console/stores",
         "params": params,
         **scope_context(choice, {k: v for k, v in params.items() if k not in SCOPE_PARAMS}),
     }
     if user.store_ids is None:
         export = linker("/console/staff.xlsx", {k: v for k, v in params.items() if k in STAFF_PARAMS})
         context["staff"] = staff_section(session, user, None, params, export(page=None))
-    return context, choice
+    return context
 
 
 # --- store pages ---------------------------------------------------------------------------------------
 
 
-def store_context(
-    session: Session, user: Principal, store: Store, params: dict[str, str]
-) -> dict[str, Any]:
+def store_context(session: Session, user: Principal, store: Store, params: dict[str, str]) -> dict[str, Any]:
     region = session.get(Region, store.region_id)
     brand = session.get(Brand, store.brand_id)
     org = org_service.get_org(session, user.org_id)
@@ -552,6 +605,7 @@ def store_context(
         "htmx_config": HTMX_CONFIG,
         "params": params,
         "link": linker(path, params),
+        "page_path": path,
         "staff": staff_section(session, user, store, params, staff_export_link(page=None)),
         "keys": keys,
         "key_sort": key_sort,
@@ -571,7 +625,7 @@ def visible_store(session: Session, user: Principal, code: str) -> Store:
 def stores_page(request: Request, user: ConsoleUser, session: SessionDep) -> HTMLResponse:
     """The org → brand → region → store tree within the user's scope."""
     params = read_params(request, (*SCOPE_PARAMS, *STAFF_PARAMS))
-    context, _ = tree_context(session, user, request.state.lang, params)
+    context = tree_context(session, user, request.state.lang, params)
     return render(request, "console/org/stores.html", context)
 
 
@@ -580,10 +634,7 @@ def org_staff_xlsx(request: Request, user: ConsoleUser, session: SessionDep) -> 
     """HQ and regional staff (accounts without a store) as Excel, filtered and sorted like the page."""
     if user.store_ids is not None:
         raise Forbidden("无权查看总部员工", "You may not see HQ staff", code="auth.store_scope")
-    params = read_params(request, STAFF_PARAMS)
-    stmt, _ = staff_query(user.org_id, None, params)
-    rows = staff_rows(session, user.org_id, list(session.scalars(stmt.limit(EXPORT_LIMIT))))
-    return _staff_xlsx(rows, request.state.lang, "hq")
+    return staff_xlsx(session, user, None, read_params(request, STAFF_PARAMS), request.state.lang)
 
 
 @router.post("/console/staff", dependencies=[Depends(check_csrf)])
@@ -598,38 +649,17 @@ def create_org_staff(
     region: Annotated[str, Form()] = "",
 ) -> Response:
     """HQ creates an HQ admin, regional manager, CS agent or auditor account."""
-    lang = request.state.lang
     chosen = allowed_role(role, org_staff_roles(user))
-    notice, error, status = "", "", 200
-    try:
-        clean_user = check_credentials(username, password)
-        region_row = (
-            session.scalar(select(Region).where(Region.org_id == user.org_id, Region.code == region))
-            if region and chosen == Role.REGIONAL_MANAGER
-            else None
-        )
-        staff = org_service.add_staff(
-            session,
-            user.org_id,
-            clean_user,
-            password,
-            chosen,
-            display_name=display_name.strip(),
-            region_id=region_row.id if region_row else None,
-        )
-        record_staff_created(session, user, staff)
-        session.commit()
-        notice = staff.username
-    except DomainError as err:
-        session.rollback()
-        error, status = (err.en if lang == "en" else err.zh), err.status
-    context, _ = tree_context(session, user, lang, {})
-    section: StaffSection = context["staff"]
-    section.notice, section.error = notice, error
-    if error:
-        section.form = {"username": username, "display_name": display_name, "role": role, "region": region}
-    name = "console/org/_staff.html" if is_htmx(request) else "console/org/stores.html"
-    return render(request, name, context, status_code=status)
+    form = {"username": username, "password": password, "display_name": display_name, "role": role}
+    region_row = (
+        session.scalar(select(Region).where(Region.org_id == user.org_id, Region.code == region))
+        if chosen == Role.REGIONAL_MANAGER
+        else None
+    )
+    region_id = region_row.id if region_row else None
+    outcome = add_staff_account(session, user, request.state.lang, form, chosen, region_id=region_id)
+    context = tree_context(session, user, request.state.lang, {})
+    return staff_answer(request, context, "console/org/stores.html", outcome, {**form, "region": region})
 
 
 @router.get("/console/stores/{code}")
@@ -644,10 +674,7 @@ def store_page(code: str, request: Request, user: ConsoleUser, session: SessionD
 def store_staff_xlsx(code: str, request: Request, user: ConsoleUser, session: SessionDep) -> Response:
     """The store's staff list as Excel, filtered and sorted like the page."""
     store = visible_store(session, user, code)
-    params = read_params(request, STAFF_PARAMS)
-    stmt, _ = staff_query(user.org_id, store.id, params)
-    rows = staff_rows(session, user.org_id, list(session.scalars(stmt.limit(EXPORT_LIMIT))))
-    return _staff_xlsx(rows, request.state.lang, store.code)
+    return staff_xlsx(session, user, store, read_params(request, STAFF_PARAMS), request.state.lang)
 
 
 @router.get("/console/stores/{code}/api-keys.xlsx")
@@ -655,7 +682,7 @@ def store_keys_xlsx(code: str, request: Request, user: ConsoleUser, session: Ses
     """The store's API keys (never their secrets) as Excel, filtered and sorted like the page."""
     store = visible_store(session, user, code)
     lang = request.state.lang
-    t = lambda key: i18n.translate(key, lang)  # noqa: E731
+    t = texts(lang)
     stmt, _ = keys_query(store, read_params(request, KEY_PARAMS))
     headers = [
         t("org.key.prefix"),
@@ -664,16 +691,18 @@ def store_keys_xlsx(code: str, request: Request, user: ConsoleUser, session: Ses
         t("org.key.created_at"),
         t("org.key.last_used"),
         t("org.key.status"),
+        t("org.key.revoked_at"),
     ]
-    fmt = "%Y-%m-%d %H:%M:%S"
+    tz = org_tz(session, user)
     rows = [
         (
             k.prefix,
             k.name,
             k.created_by,
-            local_time(k.created_at, fmt=fmt),
-            local_time(k.last_used_at, fmt=fmt) if k.last_used_at else "",
-            f"{t('org.key.revoked')} {local_time(k.revoked_at, fmt=fmt)}" if k.revoked_at else t("org.key.active"),
+            k.created_at.astimezone(tz),
+            k.last_used_at.astimezone(tz) if k.last_used_at else None,
+            t("org.key.revoked") if k.revoked_at else t("org.key.active"),
+            k.revoked_at.astimezone(tz) if k.revoked_at else None,
         )
         for k in session.scalars(stmt.limit(EXPORT_LIMIT))
     ]
@@ -692,34 +721,12 @@ def create_store_staff(
     display_name: Annotated[str, Form()] = "",
 ) -> Response:
     """HQ creates a clerk or store manager here; a store manager creates clerks of their own store."""
-    lang = request.state.lang
     store = visible_store(session, user, code)
     chosen = allowed_role(role, store_staff_roles(user, store))
-    notice, error, status = "", "", 200
-    try:
-        clean_user = check_credentials(username, password)
-        staff = org_service.add_staff(
-            session,
-            user.org_id,
-            clean_user,
-            password,
-            chosen,
-            display_name=display_name.strip(),
-            store_id=store.id,
-        )
-        record_staff_created(session, user, staff)
-        session.commit()
-        notice = staff.username
-    except DomainError as err:
-        session.rollback()
-        error, status = (err.en if lang == "en" else err.zh), err.status
+    form = {"username": username, "password": password, "display_name": display_name, "role": role}
+    outcome = add_staff_account(session, user, request.state.lang, form, chosen, store_id=store.id)
     context = store_context(session, user, store, {})
-    section: StaffSection = context["staff"]
-    section.notice, section.error = notice, error
-    if error:
-        section.form = {"username": username, "display_name": display_name, "role": role}
-    name = "console/org/_staff.html" if is_htmx(request) else "console/org/store.html"
-    return render(request, name, context, status_code=status)
+    return staff_answer(request, context, "console/org/store.html", outcome, form)
 
 
 @router.post("/console/stores/{code}/api-keys", dependencies=[Depends(check_csrf)])
@@ -738,13 +745,14 @@ def create_store_key(
     try:
         label = name.strip()
         if not 1 <= len(label) <= 120:
-            raise Invalid("请填写 1 到 120 个字符的名称", "Give a name of 1 to 120 characters",
-                          code="auth.api_key_name")
+            raise Invalid(
+                "请填写 1 到 120 个字符的名称", "Give a name of 1 to 120 characters", code="auth.api_key_name"
+            )
         secret, _ = auth_service.create_api_key(session, user, store, label)
         session.commit()
     except DomainError as err:
         session.rollback()
-        error, status = (err.en if lang == "en" else err.zh), err.status
+        error, status = page_error_text(err, lang), err.status
     context = store_context(session, user, store, {})
     context.update(new_secret=secret, key_error=error, key_form_name=name if error else "")
     template = "console/org/_apikeys.html" if is_htmx(request) else "console/org/store.html"
@@ -762,7 +770,7 @@ def revoke_store_key(
     require_key_manager(user, store)
     key = session.scalar(select(ApiKey).where(ApiKey.org_id == user.org_id, ApiKey.prefix == prefix))
     if key is None or key.store_id != store.id:
-        raise DomainError("找不到该 API 密钥", "API key not found", code="auth.api_key_not_found", status=404)
+        raise NotFound("找不到该 API 密钥", "API key not found", code="auth.api_key_not_found")
     auth_service.revoke_api_key(session, user, prefix)
     session.commit()
     context = store_context(session, user, store, {})
@@ -799,7 +807,9 @@ def in_user_scope(user: Principal) -> ColumnElement[bool] | None:
     shopped = select(MemberStoreStats.member_id).where(
         MemberStoreStats.org_id == user.org_id, MemberStoreStats.store_id.in_(ids)
     )
-    return or_(AuditLog.store_id.in_(ids), AuditLog.member_id.in_(registered), AuditLog.member_id.in_(shopped))
+    return or_(
+        AuditLog.store_id.in_(ids), AuditLog.member_id.in_(registered), AuditLog.member_id.in_(shopped)
+    )
 
 
 def local_day_start(value: str, tz: str) -> datetime | None:
@@ -817,11 +827,9 @@ class AuditQuery:
     warnings: list[str]
 
 
-def audit_query(
-    session: Session, user: Principal, choice: ScopeChoice, params: dict[str, str]
-) -> AuditQuery:
+def audit_query(session: Session, user: Principal, choice: ScopeChoice, params: dict[str, str]) -> AuditQuery:
     stmt = select(AuditLog).where(AuditLog.org_id == user.org_id)
-    warnings: list[str] = []
+    warnings: list[str] = []  # i18n keys
     scope = in_user_scope(user)
     if scope is not None:
         stmt = stmt.where(scope)
@@ -839,27 +847,21 @@ def audit_query(
         if member_id is None:
             return AuditQuery(None, sort, ["audit.no_member"])
         stmt = stmt.where(AuditLog.member_id == member_id)
-    start = local_day_start(params.get("date_from", ""), choice.tz) if params.get("date_from") else None
-    end = local_day_start(params.get("date_to", ""), choice.tz) if params.get("date_to") else None
-    if (params.get("date_from") and start is None) or (params.get("date_to") and end is None):
-        warnings.append("audit.bad_date")
-    if start is not None:
-        stmt = stmt.where(AuditLog.at >= start)
-    if end is not None:
-        stmt = stmt.where(AuditLog.at < end + timedelta(days=1))
+    for key in ("date_from", "date_to"):
+        bound = local_day_start(params[key], choice.tz) if key in params else None
+        if key in params and bound is None:
+            warnings.append("audit.bad_date")
+        elif bound is not None and key == "date_from":
+            stmt = stmt.where(AuditLog.at >= bound)
+        elif bound is not None:
+            stmt = stmt.where(AuditLog.at < bound + timedelta(days=1))
     return AuditQuery(stmt.order_by(*order), sort, warnings)
 
 
 def audit_rows(session: Session, user: Principal, entries: Sequence[AuditLog]) -> list[AuditRow]:
     member_ids = {e.member_id for e in entries if e.member_id}
-    numbers = (
-        dict(
-            (int(mid), str(no))
-            for mid, no in session.execute(select(Member.id, Member.member_no).where(Member.id.in_(member_ids)))
-        )
-        if member_ids
-        else {}
-    )
+    found = select(Member.id, Member.member_no).where(Member.id.in_(member_ids))
+    numbers = {int(mid): str(no) for mid, no in session.execute(found)} if member_ids else {}
     codes = {
         int(sid): str(code)
         for sid, code in session.execute(select(Store.id, Store.code).where(Store.org_id == user.org_id))
@@ -899,7 +901,9 @@ def audit_page(request: Request, user: ConsoleUser, session: SessionDep) -> HTML
     query = audit_query(session, user, choice, params)
     page = page_number(params.get("page"))
     listing = (
-        fetch_page(session, query.stmt, page, AUDIT_PAGE) if query.stmt is not None else Paged([], 1, 0, False)
+        fetch_page(session, query.stmt, page, AUDIT_PAGE)
+        if query.stmt is not None
+        else Paged([], 1, 0, False)
     )
     export = linker("/console/audit.xlsx", params)
     return render(
@@ -910,6 +914,7 @@ def audit_page(request: Request, user: ConsoleUser, session: SessionDep) -> HTML
             "section": "audit",
             "params": params,
             "link": linker("/console/audit", params),
+            "page_path": "/console/audit",
             "export_url": export(page=None),
             "listing": listing,
             "rows": audit_rows(session, user, listing.rows),
@@ -926,18 +931,12 @@ def audit_page(request: Request, user: ConsoleUser, session: SessionDep) -> HTML
 def audit_xlsx(request: Request, user: ConsoleUser, session: SessionDep) -> Response:
     """The filtered audit log as Excel (the same rows the page lists, every page of them)."""
     lang = request.state.lang
-    t = lambda key: i18n.translate(key, lang)  # noqa: E731
+    t = texts(lang)
     params = read_params(request, AUDIT_PARAMS)
     choice = choose_scope(session, user, lang, params.get("store"), params.get("region"))
     query = audit_query(session, user, choice, params)
     entries = list(session.scalars(query.stmt.limit(EXPORT_LIMIT))) if query.stmt is not None else []
-    headers = [
-        t(f"audit.{key}")
-        for key in (
-            "at", "actor", "actor_role", "action", "target_type", "target_id",
-            "member", "store", "ip", "reason", "details",
-        )
-    ]
+    headers = [t(f"audit.{key}") for key in AUDIT_COLUMNS]
     tz = ZoneInfo(choice.tz)
     rows = [
         (
