@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import timedelta
 from typing import Any
 
+import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
@@ -244,6 +246,13 @@ def test_pages_ledger_orders_profile_consents(
     only_b = app_client.get("/m/orders?store=B")
     assert o2["order_no"] in only_b.text
     assert o1["order_no"] not in only_b.text
+    sheet = openpyxl.load_workbook(io.BytesIO(app_client.get("/m/orders?store=B&format=xlsx").content)).active
+    assert sheet is not None
+    rows = list(sheet.values)
+    assert rows[0][:5] == ("订单号", "门店", "时间", "金额", "实付")
+    assert [(r[0], r[1], r[3], r[4], r[6]) for r in rows[1:]] == [
+        (o2["order_no"], "杭州西湖店", 30, 29.5, 29)
+    ]
     detail = app_client.get(f"/m/orders/{o1['order_no']}")
     assert "SKU1" in detail.text
     # Someone else's order is not found.

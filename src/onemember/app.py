@@ -42,13 +42,17 @@ def create_app(
         dispatcher = None
         if run_dispatcher:
             from onemember.events.dispatcher import Dispatcher
+            from onemember.jobs.runner import Scheduler
 
             dispatcher = Dispatcher(session_factory, settings)
             dispatcher.start()
+            scheduler = Scheduler(session_factory)
+            scheduler.start()
         app.state.dispatcher = dispatcher
         yield
         if dispatcher is not None:
             dispatcher.stop()
+            scheduler.stop()
 
     app = FastAPI(
         title="OneMember API",

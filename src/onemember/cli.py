@@ -29,6 +29,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(import_app, name="import")
+jobs_app = typer.Typer(
+    help="Scheduled work: expiry, reminders, birthday gifts, tier review.", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
 console = Console()
 
 OrgOpt = Annotated[str | None, typer.Option("--org", help="Org code; may be left out when there is one org")]
@@ -207,12 +211,56 @@ def import_orders(
         sys.exit(3)
 
 
+@jobs_app.command("run")
+def jobs_run(
+    only: Annotated[
+        str, typer.Option(help="Comma-separated: expire,remind,birthday,tiers")
+    ] = "expire,remind,birthday,tiers",
+    at: Annotated[
+        str | None, typer.Option("--at", help="Run as of this ISO time (with offset); default now")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Run even if already run for that business day")] = False,
+) -> None:
+    """Run the daily jobs now for every org (each once per business day unless --force)."""
+    from datetime import datetime
+
+    from rich.progress import Progress
+
+    from onemember.jobs.runner import JOBS, run_daily
+
+    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    unknown = [n for n in names if n not in JOBS]
+    if unknown:
+        raise typer.BadParameter(f"unknown job(s): {', '.join(unknown)}")
+    when = datetime.fromisoformat(at) if at else None
+    if when is not None and when.tzinfo is None:
+        raise typer.BadParameter("--at needs a time zone offset, e.g. 2026-12-01T02:00:00+08:00")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("jobs", total=None)
+        results = run_daily(
+            _factory(),
+            when,
+            only=names,
+            force=force,
+            progress=lambda org, job: bar.update(task, description=f"{org}: {job}"),
+        )
+    for key, value in results.items():
+        console.print(f"{key}: {value}")
+
+
 @app.command()
 def worker() -> None:
     """Run the event dispatcher (webhooks) in the foreground, without the web server."""
     from onemember.events.dispatcher import Dispatcher
+    from onemember.jobs.runner import Scheduler
 
-    Dispatcher(_factory(), get_settings()).run_forever()
+    factory = _factory()
+    scheduler = Scheduler(factory)
+    scheduler.start()
+    try:
+        Dispatcher(factory, get_settings()).run_forever()
+    finally:
+        scheduler.stop()
 
 
 def main() -> None:

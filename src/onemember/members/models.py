@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, Date, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onemember.db import Base, BigId, UTCDateTime, utcnow
@@ -17,7 +17,7 @@ from onemember.db import Base, BigId, UTCDateTime, utcnow
 
 class Member(Base):
     __tablename__ = "members"
-    __table_args__ = (UniqueConstraint("org_id", "member_no"),)
+    __table_args__ = (UniqueConstraint("org_id", "member_no"), Index("ix_members_org_name", "org_id", "name"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     org_id: Mapped[int] = mapped_column(BigId, ForeignKey("orgs.id"), index=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onemember.db import Base, BigId, UTCDateTime, utcnow
@@ -20,6 +20,7 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("org_id", "order_no"),
         UniqueConstraint("org_id", "store_id", "client_order_id"),
+        Index("ix_orders_store_occurred", "store_id", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement
+from onemember.points.models import GrowthEntry, PointAccount, PointEntry, PointLot, PointLotMovement
 
 
 @dataclass
@@ -56,6 +56,19 @@ def verify(session: Session, org_id: int | None = None) -> Report:
             report.problems.append(f"account {account_id}: entries debt_change sum {debt_sum} != debt {debt}")
         if lot_sum != balance:
             report.problems.append(f"account {account_id}: open lots {lot_sum} != balance {balance}")
+    growth_q = select(GrowthEntry.account_id, func.coalesce(func.sum(GrowthEntry.amount), 0)).group_by(
+        GrowthEntry.account_id
+    )
+    value_q = select(PointAccount.id, PointAccount.growth_value)
+    if org_id is not None:
+        growth_q = growth_q.where(GrowthEntry.org_id == org_id)
+        value_q = value_q.where(PointAccount.org_id == org_id)
+    growth = {a: int(v) for a, v in session.execute(growth_q).all()}
+    for account_id, value in session.execute(value_q).all():
+        if growth.get(account_id, 0) != value:
+            report.problems.append(
+                f"account {account_id}: growth entries {growth.get(account_id, 0)} != growth value {value}"
+            )
     mv_q = (
         select(
             PointLot.id,

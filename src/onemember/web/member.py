@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -654,11 +655,11 @@ def member_orders(
                     o.order_no,
                     names.get(o.store_id, ""),
                     o.occurred_at.astimezone(ZoneInfo(org.timezone)),
-                    o.total_fen / 100,
-                    o.paid_fen / 100,
+                    Decimal(o.total_fen) / 100,
+                    Decimal(o.paid_fen) / 100,
                     o.points_redeemed,
                     o.points_earned,
-                    o.refunded_fen / 100,
+                    Decimal(o.refunded_fen) / 100,
                 )
                 for o in orders
             ],

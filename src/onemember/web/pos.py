@@ -235,12 +235,14 @@ class PosInvalid(Invalid):
 
 
 def member_tier(session: Session, member: Member) -> tuple[str, str]:
-    """The member's tier name (zh, en).
+    """The member's tier name (zh, en): the level in the program's tier set, or a plain member."""
+    from onemember.points.service import default_program
+    from onemember.tiers.service import current_level
 
-    Tiers arrive with the tiers domain; until then every member is a plain member. This is the one
-    place the POS asks, so the tiers issue replaces only this function.
-    """
-    return ("普通会员", "Member")
+    level = current_level(session, default_program(session, member.org_id), member)
+    if level is None:
+        return ("普通会员", "Member")
+    return (level.name, level.code)
 
 
 # --- money and quantities from form text -----------------------------------------------------------

@@ -356,6 +356,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_runs")),
         sa.UniqueConstraint("org_id", "name", "day", name=op.f("uq_job_runs_org_id_name_day")),
     )
+    op.create_index("ix_members_org_name", "members", ["org_id", "name"])
+    op.create_index("ix_orders_store_occurred", "orders", ["store_id", "occurred_at"])
     # Plain ADD COLUMN (no table rebuild), so databases with data upgrade in place on SQLite too.
     op.add_column(
         "point_accounts", sa.Column("growth_value", sa.BigInteger(), server_default="0", nullable=False)
@@ -438,6 +440,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_orders_store_occurred", "orders")
+    op.drop_index("ix_members_org_name", "members")
     op.drop_table("job_runs")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER growth_entries_no_update ON growth_entries")
