@@ -17,6 +17,7 @@ from onemember.auth.service import authenticate
 from onemember.db import make_engine, make_sessionmaker
 from onemember.errors import DomainError
 from onemember.members import service as members
+from onemember.members.models import Member
 from onemember.orders.checkout import checkout
 from onemember.orders.schemas import CheckoutIn
 from onemember.points.models import PointAccount
@@ -96,8 +97,8 @@ def test_fifty_parallel_redemptions_never_overspend(engine: Engine) -> None:
         with factory() as s:
             account = s.scalars(
                 select(PointAccount)
-                .join(members.Member, members.Member.id == PointAccount.member_id)
-                .where(members.Member.member_no == member_no)
+                .join(Member, Member.id == PointAccount.member_id)
+                .where(Member.member_no == member_no)
             ).one()
             assert (account.balance, account.debt) == (expected_balance, 0)
             report = verify(s, chain.org_id)

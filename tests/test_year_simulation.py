@@ -18,7 +18,8 @@ from onemember.db import set_clock
 from onemember.errors import DomainError
 from onemember.jobs.runner import run_daily
 from onemember.members import service as members
-from onemember.orders.checkout import checkout
+from onemember.members.models import Member
+from onemember.orders.checkout import checkout, quote
 from onemember.orders.models import Order, OrderLine
 from onemember.orders.returns import return_lines
 from onemember.orders.schemas import CheckoutIn, ReturnIn
@@ -132,13 +133,11 @@ def test_a_year_of_activity_keeps_every_ledger_identity(
                     for _ in range(rng.randint(1, 4))
                 ]
                 quote_in = CheckoutIn.model_validate({"member": {"member_no": member_no}, "lines": lines})
-                from onemember.orders.checkout import quote
-
                 q = quote(s, tills[store], quote_in, lock=False)
                 account = s.scalars(
                     select(PointAccount)
-                    .join(members.Member, members.Member.id == PointAccount.member_id)
-                    .where(members.Member.member_no == member_no, members.Member.org_id == chain.org_id)
+                    .join(Member, Member.id == PointAccount.member_id)
+                    .where(Member.member_no == member_no, Member.org_id == chain.org_id)
                 ).one()
                 redeem = min(account.balance, q.due_fen) // 2 if rng.random() < 0.3 else 0
                 body = CheckoutIn.model_validate(
