@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 PII_KEY = os.environ.get("ONEMEMBER_BENCH_PII_KEY") or hashlib.sha256(b"onemember-bench-pii").hexdigest()
 SECRET_KEY = os.environ.get("ONEMEMBER_BENCH_SECRET_KEY") or hashlib.sha256(b"onemember-bench").hexdigest()
 VAR_DIR = Path(tempfile.gettempdir()) / "onemember-bench-var"
+
+# FastAPI's TestClient (used to capture a request's SQL) warns about its httpx transport.
+warnings.filterwarnings("ignore", message=r".*starlette\.testclient.*")
 
 os.environ["ONEMEMBER_PII_KEY"] = PII_KEY
 os.environ["ONEMEMBER_SECRET_KEY"] = SECRET_KEY
@@ -1076,6 +1080,7 @@ def print_cpu(unit: str, rows: list[tuple[str, float, float, int]]) -> list[dict
     for name, app, db, n in rows:
         a, d = 1000 * app / max(1, n), 1000 * db / max(1, n)
         cap = 2000 / (a + d) if a + d else float("nan")
-        print(f"{name:24} {a:>10.2f} {d:>14.2f} {a + d:>9.2f} {cap:>12.0f}/s")
+        shown = f"{cap:>12.0f}/s" if a + d else f"{'(too short)':>14}"
+        print(f"{name:24} {a:>10.2f} {d:>14.2f} {a + d:>9.2f} {shown}")
         out.append({"name": name, "python_ms": a, "postgres_ms": d, "capacity_2_cores": cap})
     return out

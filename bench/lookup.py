@@ -103,8 +103,8 @@ def sample_phones(url: str, org_id: int, count: int, seeded_by_bench: bool, n_me
     cipher = get_cipher()
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT value_enc FROM member_identities TABLESAMPLE SYSTEM (5) "
-            "WHERE org_id = %s AND kind = 'phone' LIMIT %s",
+            "SELECT value_enc FROM member_identities WHERE org_id = %s AND kind = 'phone' "
+            "ORDER BY random() LIMIT %s",
             (org_id, count),
         ).fetchall()
     return [cipher.decrypt(bytes(r[0])) for r in rows]

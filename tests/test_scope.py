@@ -105,8 +105,9 @@ def test_api_keys_are_managed_within_scope(
         assert s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.org_id == chain.org_id)) == 4
     assert app_client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     for who in ("a_clerk", "auditor", "cs"):
-        denied = app_client.post(f"/api/v1/api-keys/{created.json()['prefix']}/revoke",
-                                 headers=login(app_client, chain, who))
+        denied = app_client.post(
+            f"/api/v1/api-keys/{created.json()['prefix']}/revoke", headers=login(app_client, chain, who)
+        )
         assert (denied.status_code, denied.json()["code"]) == (403, "auth.role")
     by_till = app_client.post(f"/api/v1/api-keys/{created.json()['prefix']}/revoke", headers=chain.key("A"))
     assert by_till.status_code == 403

@@ -112,6 +112,7 @@ def create_app(
     from onemember.members.api import router as members_router
     from onemember.orders.api import router as orders_router
     from onemember.org.api import router as org_router
+    from onemember.points.admin_api import router as points_admin_router
     from onemember.points.api import router as points_router
     from onemember.points.program_api import router as program_router
     from onemember.web import console, console_members, console_org, member, pos
@@ -123,6 +124,7 @@ def create_app(
         orders_router,
         points_router,
         program_router,
+        points_admin_router,
         events_router,
     )
     page_routers = (console.router, console_members.router, console_org.router, pos.router, member.router)

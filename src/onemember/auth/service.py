@@ -155,7 +155,8 @@ def create_api_key(session: Session, principal: Principal, store: Store, name: s
 
 
 def revoke_api_key(session: Session, principal: Principal, prefix: str) -> ApiKey:
-    if principal.kind != "staff" or principal.role not in (Role.HQ_ADMIN, Role.REGIONAL_MANAGER, Role.STORE_MANAGER):
+    managers = (Role.HQ_ADMIN, Role.REGIONAL_MANAGER, Role.STORE_MANAGER)
+    if principal.kind != "staff" or principal.role not in managers:
         raise Forbidden("您的角色无权吊销 API 密钥", "Your role may not revoke API keys", code="auth.role")
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.org_id == principal.org_id))
     if key is None:

@@ -47,6 +47,8 @@ class EntryKind(StrEnum):
     IMPORT_OPENING = "import_opening"
     MERGE_IN = "merge_in"
     MERGE_OUT = "merge_out"
+    TRANSFER_OUT = "transfer_out"
+    TRANSFER_IN = "transfer_in"
 
 
 class ShortfallPolicy(StrEnum):

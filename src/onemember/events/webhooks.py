@@ -39,7 +39,20 @@ from onemember.events.models import Event, WebhookDelivery, WebhookEndpoint
 from onemember.org import service as org_service
 from onemember.org.models import Store
 
-EVENT_TYPES = ("member.registered", "order.completed", "order.returned", "points.changed", "member.merged")
+EVENT_TYPES = (
+    "member.registered",
+    "order.completed",
+    "order.returned",
+    "points.changed",
+    "member.merged",
+    "member.erased",
+    "points.expiring",
+    "points.threshold_reached",
+    "tier.changed",
+    "reward.redeemed",
+    "reward.fulfilled",
+    "reward.cancelled",
+)
 MANAGE_ROLES = frozenset({Role.HQ_ADMIN, Role.STORE_MANAGER})
 SIGNATURE_HEADER = "X-OneMember-Signature"
 EVENT_ID_HEADER = "X-OneMember-Event-Id"

@@ -12,7 +12,6 @@ counted per calendar month in the org's time zone.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -33,8 +32,8 @@ from onemember.points.errors import InsufficientPoints
 from onemember.points.models import PointAccount, PointLot, PointTransfer
 
 # Ledger kinds of the two sides. Plain strings until ``EntryKind`` carries them.
-TRANSFER_OUT = cast(EntryKind, "transfer_out")
-TRANSFER_IN = cast(EntryKind, "transfer_in")
+TRANSFER_OUT = EntryKind.TRANSFER_OUT
+TRANSFER_IN = EntryKind.TRANSFER_IN
 TRANSFER_ROLES = TILL_ROLES | {Role.CS_AGENT}
 
 

@@ -4,8 +4,8 @@ schedule (keep-level, grace, downgrade), manual tiers as floors, and each member
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 from datetime import datetime
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select

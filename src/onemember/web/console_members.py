@@ -188,6 +188,8 @@ i18n.register(
         "members.entry.import_opening": ("期初导入", "Opening import"),
         "members.entry.merge_in": ("合并转入", "Merged in"),
         "members.entry.merge_out": ("合并转出", "Merged out"),
+        "members.entry.transfer_out": ("转赠他人", "Transferred out"),
+        "members.entry.transfer_in": ("他人转赠", "Transferred in"),
         "members.merge": ("合并会员", "Merge members"),
         "members.merge_help": (
             "把同一人的另一个会员账号并入当前会员：订单、身份标识、积分和标签都会转入，原会员号仍可查到本会员。",

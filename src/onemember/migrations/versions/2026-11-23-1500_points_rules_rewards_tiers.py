@@ -12,7 +12,6 @@ from alembic import op
 
 import onemember.db
 
-
 revision: str = "d4e5f6a7b8c9"
 down_revision: str | None = "c3d8f1a2b6e9"
 branch_labels: str | Sequence[str] | None = None
