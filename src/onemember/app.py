@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from onemember import __version__
 from onemember.db import make_engine, make_sessionmaker
-from onemember.deps import get_lang
+from onemember.deps import lang_of
 from onemember.errors import DomainError
 from onemember.settings import Settings, get_settings
 
@@ -79,7 +79,7 @@ def create_app(
 
             return render(request, "error.html", {"error": exc}, status_code=exc.status)
         return JSONResponse(
-            exc.to_problem(get_lang(request)), status_code=exc.status, media_type="application/problem+json"
+            exc.to_problem(lang_of(request)), status_code=exc.status, media_type="application/problem+json"
         )
 
     @app.exception_handler(RequestValidationError)
@@ -93,19 +93,19 @@ def create_app(
             "request.invalid",
             "请求内容无效，请检查字段",
             "The request is invalid; check the fields",
-            get_lang(request),
+            lang_of(request),
             errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return _problem(404, "not_found", "找不到该资源", "Not found", get_lang(request))
+            return _problem(404, "not_found", "找不到该资源", "Not found", lang_of(request))
         if exc.status_code == 405:
             return _problem(
-                405, "method_not_allowed", "不支持该请求方法", "Method not allowed", get_lang(request)
+                405, "method_not_allowed", "不支持该请求方法", "Method not allowed", lang_of(request)
             )
-        return _problem(exc.status_code, "http_error", str(exc.detail), str(exc.detail), get_lang(request))
+        return _problem(exc.status_code, "http_error", str(exc.detail), str(exc.detail), lang_of(request))
 
     from onemember.auth.api import router as auth_router
     from onemember.events.api import router as events_router

@@ -98,7 +98,7 @@ def make_engine(url: str | None = None, settings: Settings | None = None, **kwar
     else:
         kwargs.setdefault("pool_size", 20)
         kwargs.setdefault("max_overflow", 20)
-        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", 1800)
         engine = create_engine(url, **kwargs)
     return engine
 

@@ -39,17 +39,20 @@ def get_principal(request: Request, session: SessionDep) -> Principal:
     )
     if not credential:
         raise Unauthorized()
-    principal = auth_service.authenticate(session, credential, client_ip(request))
-    session.rollback()  # end the read transaction so the request starts its work fresh
-    return principal
+    return auth_service.authenticate(session, credential, client_ip(request))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def get_lang(request: Request) -> str:
+def lang_of(request: Request) -> str:
     accept = request.headers.get("accept-language", "zh").lower()
     return "en" if accept.startswith("en") else "zh"
+
+
+async def get_lang(request: Request) -> str:
+    """A dependency that needs no thread: the caller's language (zh unless it asks for en)."""
+    return lang_of(request)
 
 
 Lang = Annotated[str, Depends(get_lang)]

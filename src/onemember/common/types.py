@@ -12,6 +12,7 @@ class Role(StrEnum):
     CLERK = "clerk"
     CS_AGENT = "cs_agent"
     AUDITOR = "auditor"
+    MEMBER = "member"  # a member acting on their own data (member page)
 
 
 class IdentityKind(StrEnum):

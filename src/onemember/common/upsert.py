@@ -10,11 +10,16 @@ from sqlalchemy.orm import Session
 
 
 def upsert(
-    session: Session, table: Table, values: dict[str, Any], keys: list[str], set_: dict[str, Any]
+    session: Session,
+    table: Table,
+    values: dict[str, Any] | list[dict[str, Any]],
+    keys: list[str],
+    set_: dict[str, Any],
 ) -> None:
-    """``set_`` values may reference ``excluded`` via the callable form ``lambda excluded: ...``."""
+    """One statement for one row or many; ``set_`` values may reference the proposed row via the
+    callable form ``lambda excluded: ...``."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).values(**values)
+    stmt = insert(table).values(values) if isinstance(values, list) else insert(table).values(**values)
     resolved = {k: (v(stmt.excluded) if callable(v) else v) for k, v in set_.items()}
     session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=resolved))

@@ -101,6 +101,14 @@ class Dispatcher:
             except Exception:
                 # A broken row or a lost database must not end the thread; the next pass retries.
                 log.exception("event dispatcher pass failed")
+            try:
+                # Messages (SMS codes, reminders) whose first send failed are retried here.
+                from onemember.messaging.channels import default_sms_channel
+                from onemember.messaging.service import deliver_pending
+
+                deliver_pending(self.factory, default_sms_channel())
+            except Exception:
+                log.exception("message delivery pass failed")
             self._stop.wait(self.settings.dispatcher_interval_seconds)
         self.close()
         log.info("event dispatcher stopped")

@@ -141,7 +141,7 @@ def member_principal(member: Member, ip: str = "") -> Principal:
         kind="member",
         id=member.id,
         name=member.member_no,
-        role=Role.CLERK,
+        role=Role.MEMBER,
         store_ids=frozenset(),
         ip=ip,
     )

@@ -29,11 +29,17 @@ from onemember.points.models import (
 
 
 def default_program(session: Session, org_id: int) -> PointsProgram:
+    """The org's default program, read once per session (a checkout asks several times)."""
+    cache: dict[int, PointsProgram] = session.info.setdefault("default_program", {})
+    cached = cache.get(org_id)
+    if cached is not None and cached in session:
+        return cached
     program = session.scalar(
         select(PointsProgram).where(PointsProgram.org_id == org_id, PointsProgram.is_default.is_(True))
     )
     if program is None:
         raise LookupError(f"org {org_id} has no default points program")
+    cache[org_id] = program
     return program
 
 

@@ -94,24 +94,27 @@ def apply_order(
         by_cat[line.category or "-"][0] += line.quantity
         by_cat[line.category or "-"][1] += line.spend_fen
     cs: Table = MemberCategoryStats.__table__  # type: ignore[assignment]
-    for category, (qty, spend) in sorted(by_cat.items()):
+    if by_cat:
         upsert(
             session,
             cs,
-            {
-                "member_id": member_id,
-                "category": category,
-                "org_id": org_id,
-                "order_count": 1,
-                "quantity": qty,
-                "spend_fen": spend,
-                "last_purchase_at": at,
-            },
+            [
+                {
+                    "member_id": member_id,
+                    "category": category,
+                    "org_id": org_id,
+                    "order_count": 1,
+                    "quantity": qty,
+                    "spend_fen": spend,
+                    "last_purchase_at": at,
+                }
+                for category, (qty, spend) in sorted(by_cat.items())
+            ],
             ["member_id", "category"],
             {
                 "order_count": cs.c.order_count + 1,
-                "quantity": cs.c.quantity + qty,
-                "spend_fen": cs.c.spend_fen + spend,
+                "quantity": lambda excluded: cs.c.quantity + excluded.quantity,
+                "spend_fen": lambda excluded: cs.c.spend_fen + excluded.spend_fen,
                 "last_purchase_at": _latest(cs.c.last_purchase_at, at),
             },
         )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onemember.auth import service as auth_service
 from onemember.auth.principal import Principal
@@ -35,26 +35,40 @@ class CsrfFailed(Forbidden):
     en = "The page has expired; reload it and try again"
 
 
-class WebMiddleware(BaseHTTPMiddleware):
-    """Sets ``request.state.lang`` and ``request.state.csrf`` for pages; remembers a chosen language."""
+class WebMiddleware:
+    """Sets ``request.state.lang`` and ``request.state.csrf`` for pages; remembers a chosen language.
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if not request.url.path.startswith(WEB_PREFIXES):
-            return await call_next(request)
+    Plain ASGI (not ``BaseHTTPMiddleware``): API calls pass straight through at no cost.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(WEB_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         query_lang = request.query_params.get("lang")
-        request.state.lang = pick_lang(
+        state = scope.setdefault("state", {})
+        state["lang"] = pick_lang(
             query_lang, request.cookies.get(LANG_COOKIE), request.headers.get("accept-language")
         )
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        request.state.csrf = csrf
-        response = await call_next(request)
+        state["csrf"] = csrf
+        cookies = Response()
         if query_lang in ("zh", "en"):
-            response.set_cookie(LANG_COOKIE, query_lang, max_age=365 * 86400, samesite="lax")
+            cookies.set_cookie(LANG_COOKIE, query_lang, max_age=365 * 86400, samesite="lax")
         if CSRF_COOKIE not in request.cookies:
-            response.set_cookie(CSRF_COOKIE, csrf, samesite="strict", httponly=False)
-        return response
+            cookies.set_cookie(CSRF_COOKIE, csrf, samesite="strict", httponly=False)
+        extra = [(k, v) for k, v in cookies.raw_headers if k == b"set-cookie"]
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start" and extra:
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
 
 
 async def check_csrf(request: Request) -> None:
