@@ -186,6 +186,8 @@ KIND_LABELS: dict[str, tuple[str, str]] = {
     EntryKind.IMPORT_OPENING: ("期初导入", "Opening balance"),
     EntryKind.MERGE_IN: ("合并转入", "Merged in"),
     EntryKind.MERGE_OUT: ("合并转出", "Merged out"),
+    EntryKind.TRANSFER_OUT: ("转赠他人", "Transferred out"),
+    EntryKind.TRANSFER_IN: ("他人转赠", "Transferred in"),
 }
 
 
@@ -482,10 +484,60 @@ def member_home(request: Request, member: MemberDep, session: SessionDep) -> HTM
             "org": org,
             "account": account,
             "groups": expiry_groups(session, account.id, org.timezone) if account else [],
+            "tier": tier_progress(session, member, org.timezone, request.state.lang),
             "phone_masked": members.masked_phone(session, member.id),
             **_code_context(member),
         },
     )
+
+
+def tier_progress(session: Session, member: Member, tz: str, lang: str) -> dict[str, object] | None:
+    """The member's tier and what is still missing for the next one, in words and as a percentage."""
+    from onemember.points.service import default_program
+    from onemember.tiers.service import member_tier
+
+    view = member_tier(session, default_program(session, member.org_id), member, tz)
+    if view is None:
+        return None
+    nxt = view.next_level
+    if nxt is None:
+        text = "您已是最高等级" if lang == "zh" else "You are at the top tier"
+        pct = 100
+    else:
+        if view.basis == "spend_12m":
+            yuan = f"¥{view.missing / 100:,.2f}"
+            text = (
+                f"近 12 个月再消费 {yuan} 即可升级{nxt.name}"
+                if lang == "zh"
+                else f"{yuan} more spend within 12 months to reach {nxt.name}"
+            )
+        elif view.basis == "orders_12m":
+            text = (
+                f"近 12 个月再购物 {view.missing} 次即可升级{nxt.name}"
+                if lang == "zh"
+                else f"{view.missing} more orders within 12 months to reach {nxt.name}"
+            )
+        else:
+            text = (
+                f"再获得 {view.missing:,} 成长值即可升级{nxt.name}"
+                if lang == "zh"
+                else f"{view.missing:,} more growth points to reach {nxt.name}"
+            )
+        span = max(nxt.threshold - view.level.threshold, 1)
+        pct = max(0, min(100, 100 * (view.basis_value - view.level.threshold) // span))
+    grace = None
+    if view.grace_until is not None:
+        day = view.grace_until.astimezone(ZoneInfo(tz)).date().isoformat()
+        grace = f"保级宽限期至 {day}" if lang == "zh" else f"Keep-level grace period until {day}"
+    return {
+        "name": view.level.name,
+        "code": view.level.code,
+        "text": text,
+        "pct": pct,
+        "grace": grace,
+        "discount_pct": view.level.discount_pct,
+        "multiplier_pct": view.level.points_multiplier_pct,
+    }
 
 
 @router.get("/m/code")
