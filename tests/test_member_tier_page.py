@@ -8,9 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.factories import Chain
-from tests.helpers import checkout, line
+from tests.helpers import checkout, line, register
 from tests.helpers import login as staff_login
-from tests.helpers import register
 from tests.test_member_page_http import login
 
 
