@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from onemember.auth import service as auth_service
 from onemember.auth.principal import system_principal
+from onemember.cli import app
 from onemember.common.counters import member_no_for
 from onemember.common.crypto import get_cipher
 from onemember.common.types import EntryKind
@@ -19,9 +23,11 @@ from onemember.members import service as members
 from onemember.members.models import Member, MemberIdentity
 from onemember.orders.models import Order, OrderLine, OrderPayment
 from onemember.org.models import Staff, Store
+from onemember.points import service as points_service
 from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement
 from onemember.points.verify import verify
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.tiers.models import MemberMonthlyStats
 
 
 def _assert_consistent(s: Session, org_id: int) -> None:
@@ -157,6 +163,57 @@ def _assert_consistent(s: Session, org_id: int) -> None:
             -(redeemed_sum or 0),
             0,
         )
+    # Growth value (成长值) per order, per line and in its own ledger; monthly stats for tier bases.
+    growth_orders: dict[int, int] = defaultdict(int)
+    for member_id, growth in s.execute(
+        select(Order.member_id, Order.growth_earned).where(
+            Order.org_id == org_id, Order.member_id.is_not(None)
+        )
+    ):
+        assert member_id is not None
+        growth_orders[member_id] += growth
+    line_growth = s.scalar(
+        select(func.coalesce(func.sum(OrderLine.growth_earned), 0)).where(OrderLine.org_id == org_id)
+    )
+    accounts = {
+        m: g
+        for m, g in s.execute(
+            select(PointAccount.member_id, PointAccount.growth_value).where(PointAccount.org_id == org_id)
+        )
+        if g
+    }
+    assert accounts == {m: g for m, g in growth_orders.items() if g}
+    assert line_growth == sum(growth_orders.values())
+    tz = ZoneInfo("Asia/Shanghai")
+    expect_months: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+    for _id, member_id, _store, total, *_rest, at in orders:
+        if member_id is not None:
+            local = at.astimezone(tz)
+            expect_months[(member_id, local.year * 100 + local.month)][0] += 1
+            expect_months[(member_id, local.year * 100 + local.month)][1] += total
+    months = {
+        (m, month): [n, spend]
+        for m, month, n, spend in s.execute(
+            select(
+                MemberMonthlyStats.member_id,
+                MemberMonthlyStats.month,
+                MemberMonthlyStats.orders,
+                MemberMonthlyStats.spend_fen,
+            ).where(MemberMonthlyStats.org_id == org_id)
+        )
+    }
+    assert months == dict(expect_months)
+    # Lots expire as the program says (the demo program: 次年年底清零).
+    program = points_service.default_program(s, org_id)
+    assert (program.expiry_policy, program.expiry_fixed_month, program.expiry_fixed_day) == (
+        "fixed_yearly",
+        12,
+        31,
+    )
+    for earned_at, expires_at in s.execute(
+        select(PointLot.earned_at, PointLot.expires_at).where(PointLot.org_id == org_id).limit(200)
+    ):
+        assert expires_at == points_service.expiry_of(program, earned_at, "Asia/Shanghai")
     report = verify(s, org_id)
     assert report.ok, report.problems[:5]
 
@@ -280,3 +337,37 @@ def test_demo_members_only(factory: sessionmaker[Session]) -> None:
         )
         assert s.scalar(select(func.count()).select_from(Order).where(Order.org_id == org_id)) == 0
         assert verify(s, org_id).ok
+
+
+def test_cli_demo_then_imports(tmp_path: Path) -> None:
+    """The operator's path: load a demo chain, import members and orders into it, verify."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    loaded = runner.invoke(
+        app, ["demo", "--members", "60", "--stores", "2", "--days", "30", "--org", "clidemo"]
+    )
+    assert loaded.exit_code == 0, loaded.output
+    assert "sh01_mgr" in loaded.output
+    skipped = runner.invoke(app, ["demo", "--if-empty", "--org", "clidemo2"])
+    assert "demo data not loaded" in skipped.output
+
+    members_csv = tmp_path / "members.csv"
+    members_csv.write_text(
+        "phone,name,opening_points,store_code\n13312345678,林一,100,SH01\n13312345679,林二,5,XX01\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "report.csv"
+    imported = runner.invoke(
+        app, ["import", "members", str(members_csv), "--org", "clidemo", "--report", str(report)]
+    )
+    assert imported.exit_code == 3, imported.output  # a row was rejected
+    assert "XX01" in report.read_text(encoding="utf-8-sig")
+    orders_csv = tmp_path / "orders.csv"
+    orders_csv.write_text(
+        "order_ref,store_code,phone,occurred_at,sku,name,category,quantity,unit_price_fen\n"
+        "OLD-1,SH01,13312345678,2024-12-01 10:00:00,6920006000017,伊利安慕希酸奶,食品,2,6590\n",
+        encoding="utf-8",
+    )
+    orders = runner.invoke(app, ["import", "orders", str(orders_csv), "--org", "clidemo"])
+    assert orders.exit_code == 0, orders.output
+    assert runner.invoke(app, ["verify", "--org", "clidemo"]).exit_code == 0

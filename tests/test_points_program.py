@@ -185,6 +185,26 @@ def test_store_bonus_inside_hq_caps_stops_at_budget(
     assert elsewhere["points_earned"] == 100
     rules = app_client.get("/api/v1/points/rules", headers=hq).json()
     assert [(r["rule_key"], r["budget_used"]) for r in rules] == [(bonus["rule_key"], 250)]
+    # Another store's manager may neither revise nor end this store's bonus.
+    b_mgr = login(app_client, chain, "b_mgr")
+    hijack = app_client.post(
+        f"/api/v1/points/rules/{bonus['rule_key']}/revise",
+        headers=b_mgr,
+        json={
+            "kind": "store_bonus_multiplier",
+            "multiplier_pct": 200,
+            "store_code": "B",
+            "budget_points": 100,
+            "valid_to": until,
+        },
+    )
+    assert (hijack.status_code, hijack.json()["code"]) == (403, "auth.store_scope")
+    ended = app_client.post(f"/api/v1/points/rules/{bonus['rule_key']}/end", headers=b_mgr)
+    assert ended.status_code == 403
+    after = app_client.get("/api/v1/points/rules", headers=hq).json()
+    assert [(r["rule_key"], r["version"], r["valid_to"]) for r in after] == [
+        (bonus["rule_key"], 1, bonus["valid_to"])
+    ]
 
 
 def test_caps_per_order_and_day(app_client: TestClient, chain: Chain, clock: Clock) -> None:

@@ -115,7 +115,7 @@ def create_app(
     from onemember.points.admin_api import router as points_admin_router
     from onemember.points.api import router as points_router
     from onemember.points.program_api import router as program_router
-    from onemember.web import console, console_members, console_org, member, pos
+    from onemember.web import console, console_members, console_org, console_points, member, pos
 
     api_routers = (
         auth_router,
@@ -127,7 +127,14 @@ def create_app(
         points_admin_router,
         events_router,
     )
-    page_routers = (console.router, console_members.router, console_org.router, pos.router, member.router)
+    page_routers = (
+        console.router,
+        console_members.router,
+        console_points.router,
+        console_org.router,
+        pos.router,
+        member.router,
+    )
     for router in (*api_routers, *page_routers):
         app.include_router(router)
 

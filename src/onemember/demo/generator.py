@@ -59,10 +59,21 @@ from onemember.demo.seasons import (
 from onemember.members.models import Member, MemberIdentity
 from onemember.orders.checkout import plan_lines
 from onemember.orders.models import Order, OrderLine, OrderPayment
+from onemember.orders.schemas import EarnLineOut, EarnRuleOut
 from onemember.points import calculations as calc
+from onemember.points import earning
+from onemember.points import rules as rules_service
 from onemember.points import service as points_service
-from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement, PointsProgram
+from onemember.points.models import (
+    GrowthEntry,
+    PointAccount,
+    PointEntry,
+    PointLot,
+    PointLotMovement,
+    PointsProgram,
+)
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.tiers.models import MemberMonthlyStats
 
 CHUNK = 2000  # members simulated and written per batch
 WALK_IN_SHARE = 0.35  # orders without a member, relative to member orders
@@ -104,6 +115,7 @@ ACCOUNT_COLS = (
     "lifetime_earned",
     "lifetime_redeemed",
     "updated_at",
+    "growth_value",
 )
 ORDER_COLS = (
     "id",
@@ -124,6 +136,8 @@ ORDER_COLS = (
     "actor",
     "occurred_at",
     "created_at",
+    "discount_fen",
+    "growth_earned",
 )
 LINE_COLS = (
     "id",
@@ -141,6 +155,8 @@ LINE_COLS = (
     "paid_fen",
     "points_earned",
     "returned_quantity",
+    "discount_fen",
+    "growth_earned",
 )
 PAYMENT_COLS = ("id", "org_id", "order_id", "method", "amount_fen")
 ENTRY_COLS = (
@@ -177,6 +193,18 @@ LOT_COLS = (
     "expires_at",
 )
 MOVEMENT_COLS = ("id", "org_id", "lot_id", "entry_id", "amount", "created_at")
+GROWTH_COLS = (
+    "id",
+    "org_id",
+    "account_id",
+    "member_id",
+    "kind",
+    "amount",
+    "order_id",
+    "return_id",
+    "created_at",
+)
+MONTHLY_COLS = ("member_id", "month", "org_id", "orders", "spend_fen")
 STATS_COLS = (
     "member_id",
     "org_id",
@@ -272,9 +300,9 @@ class Calendar:
         self.cum = [0.0, *accumulate(weights)]
         # Traffic of an ordinary year, so a member's yearly rate means the same for any window.
         self.year_weight = sum(day_profile(local_today - timedelta(days=i))[0] for i in range(365))
-        years = {d.year for d in self.days}
-        self._expiry = {y: datetime(y + 2, 1, 1, tzinfo=tz).astimezone(UTC) for y in years}
-        self.expiry = [self._expiry[d.year] for d in self.days]
+        self.months = [d.year * 100 + d.month for d in self.days]
+        # When points earned on each day expire; set from the program's policy by the generator.
+        self.expiry: list[datetime | None] = [None] * days
         self.hour_cum = list(accumulate(HOUR_WEIGHTS))
 
     def weight(self, lo: int, hi: int) -> float:
@@ -312,7 +340,17 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 
 class _Lot:
-    __slots__ = ("amount", "earned_at", "entry_id", "expires_at", "id", "order_id", "remaining", "store_id")
+    __slots__ = (
+        "amount",
+        "available_at",
+        "earned_at",
+        "entry_id",
+        "expires_at",
+        "id",
+        "order_id",
+        "remaining",
+        "store_id",
+    )
 
     def __init__(
         self,
@@ -322,7 +360,8 @@ class _Lot:
         store_id: int,
         order_id: int,
         earned_at: datetime,
-        expires_at: datetime,
+        available_at: datetime,
+        expires_at: datetime | None,
     ) -> None:
         self.id = lot_id
         self.entry_id = entry_id
@@ -331,6 +370,7 @@ class _Lot:
         self.store_id = store_id
         self.order_id = order_id
         self.earned_at = earned_at
+        self.available_at = available_at
         self.expires_at = expires_at
 
 
@@ -344,9 +384,14 @@ class _Member:
     taste: list[float]
     method: str
     redeem_chance: float
+    birthday: date | None = None
     balance: int = 0
     earned: int = 0
     redeemed: int = 0
+    growth: int = 0
+    orders: int = 0
+    earned_on: dict[int, int] = field(default_factory=dict)  # day -> points earned that local day
+    months: dict[int, list[int]] = field(default_factory=dict)  # 202611 -> [orders, spend]
     updated_at: datetime | None = None
     lots: list[_Lot] = field(default_factory=list)
     head: int = 0  # lots before ``head`` are used up or expired
@@ -369,6 +414,8 @@ class _Buffers:
         self.entries: list[tuple[Any, ...]] = []
         self.lots: list[tuple[Any, ...]] = []
         self.movements: list[tuple[Any, ...]] = []
+        self.growth: list[tuple[Any, ...]] = []
+        self.monthly: list[tuple[Any, ...]] = []
         self.stats: list[tuple[Any, ...]] = []
         self.store_stats: list[tuple[Any, ...]] = []
         self.category_stats: list[tuple[Any, ...]] = []
@@ -385,9 +432,11 @@ class _Buffers:
             (table_of(PointEntry), ENTRY_COLS, self.entries),
             (table_of(PointLot), LOT_COLS, self.lots),
             (table_of(PointLotMovement), MOVEMENT_COLS, self.movements),
+            (table_of(GrowthEntry), GROWTH_COLS, self.growth),
             (table_of(MemberStats), STATS_COLS, self.stats),
             (table_of(MemberStoreStats), STORE_STATS_COLS, self.store_stats),
             (table_of(MemberCategoryStats), CATEGORY_STATS_COLS, self.category_stats),
+            (table_of(MemberMonthlyStats), MONTHLY_COLS, self.monthly),
         ]
         self._reset()
         return batch
@@ -406,6 +455,7 @@ class _Ids:
         self.entry = writer.first_free_id(table_of(PointEntry))
         self.lot = writer.first_free_id(table_of(PointLot))
         self.movement = writer.first_free_id(table_of(PointLotMovement))
+        self.growth = writer.first_free_id(table_of(GrowthEntry))
 
 
 # --- the simulator -----------------------------------------------------------------------------------
@@ -420,6 +470,7 @@ class _Simulator:
         cal: Calendar,
         ids: _Ids,
         result: DemoResult,
+        rules: list[earning.Rule],
     ) -> None:
         self.rng = rng
         self.chain = chain
@@ -429,6 +480,9 @@ class _Simulator:
         self.earn_rate = program.earn_points_per_yuan
         self.redeem_rate = program.redeem_points_per_yuan
         self.redeem_unit = calc.redeem_unit(program.redeem_points_per_yuan)
+        self.growth_rate = program.growth_per_yuan
+        self.pending = timedelta(days=program.pending_days)
+        self.rules = rules
         self.cal = cal
         self.ids = ids
         self.result = result
@@ -449,8 +503,6 @@ class _Simulator:
                 items = [p for p in products if p.category == category and on_shelf(p.season, avail)]
                 per_cat.append((items, list(accumulate(p.weight for p in items))))
             self.shelf.append(per_cat)
-        self.label_zh = f"基础积分：实付每 1 元得 {self.earn_rate} 积分（按行向下取整）"
-        self.label_en = f"Base rate: {self.earn_rate} point(s) per yuan paid, rounded down per line"
 
     # --- profiles ---
 
@@ -580,6 +632,7 @@ class _Simulator:
             taste=self._taste(gender, age, home.brand == "kids"),
             method=rng.choices(PAYMENT_METHODS, weights=PAYMENT_WEIGHTS)[0],
             redeem_chance=0.0 if rng.random() < 0.35 else rng.uniform(0.1, 0.5),
+            birthday=birthday,
             updated_at=registered_at,
         )
         self.result.members += 1
@@ -598,7 +651,7 @@ class _Simulator:
                 lot.store_id,
                 lot.order_id,
                 lot.earned_at,
-                lot.earned_at,
+                lot.available_at,
                 lot.expires_at,
             )
             for lot in m.lots
@@ -614,6 +667,7 @@ class _Simulator:
                 m.earned,
                 m.redeemed,
                 m.updated_at,
+                m.growth,
             )
         )
 
@@ -698,6 +752,9 @@ class _Simulator:
         self.buf.category_stats.extend(
             (m.id, cat, org, c[0], c[1], c[2], c[3]) for cat, c in sorted(by_cat.items())
         )
+        self.buf.monthly.extend(
+            (m.id, month, org, n, spend) for month, (n, spend) in sorted(m.months.items())
+        )
         self.result.members_with_orders += 1
         if len(by_store) > 1:
             self.result.multi_store_members += 1
@@ -750,27 +807,56 @@ class _Simulator:
         self._expire(m, at)
         redeem = 0
         if m.balance >= 1000 and m.redeem_chance and rng.random() < m.redeem_chance:
-            most = min(m.balance, total * self.redeem_rate // 100) // self.redeem_unit * self.redeem_unit
-            wish = m.balance if rng.random() < 0.3 else rng.choice((1000, 2000, 3000, 5000, 10000))
+            spendable = (
+                m.balance
+                if not self.pending
+                else sum(lot.remaining for lot in m.lots[m.head :] if lot.available_at <= at)
+            )
+            most = min(spendable, total * self.redeem_rate // 100) // self.redeem_unit * self.redeem_unit
+            wish = spendable if rng.random() < 0.3 else rng.choice((1000, 2000, 3000, 5000, 10000))
             redeem = min(wish, most) // self.redeem_unit * self.redeem_unit
         plans = plan_lines(amounts, redeem, self.program)
+        # Points as the checkout earns them: the program's rules in force (base rate unless HQ added more).
+        ctx = earning.EarnContext(
+            local_date=self.cal.days[day],
+            store_id=store.id,
+            birthday=m.birthday,
+            is_first_purchase=m.orders == 0,
+            earned_today=m.earned_on.get(day, 0),
+        )
+        outcome = earning.compute(
+            [
+                earning.BasketLine(i, p.sku, p.category, plan.paid_fen)
+                for i, ((p, _), plan) in enumerate(zip(basket, plans, strict=True), start=1)
+            ],
+            self.rules,
+            ctx,
+        )
+        for i, plan in enumerate(plans, start=1):
+            plan.points_earned = outcome.per_line[i]
+        growth = [plan.paid_fen * self.growth_rate // 100 for plan in plans]
         value_fen = calc.points_value_fen(redeem, self.redeem_rate)
         earned = sum(p.points_earned for p in plans)
         due = total - value_fen
         order_id = ids.order
         ids.order += 1
         order_no = self._order_no(day)
+        skus = {i: p.sku for i, (p, _) in enumerate(basket, start=1)}
+        paid = {i: plan.paid_fen for i, plan in enumerate(plans, start=1)}
         explanation = [
-            {
-                "rule": "base_rate",
-                "label_zh": self.label_zh,
-                "label_en": self.label_en,
-                "points": earned,
-                "lines": [
-                    {"line_no": i, "sku": p.sku, "eligible_fen": plan.paid_fen, "points": plan.points_earned}
-                    for i, ((p, _), plan) in enumerate(zip(basket, plans, strict=True), start=1)
+            EarnRuleOut(
+                rule=a.kind,
+                rule_id=a.rule_id or None,
+                version=a.version or None,
+                label_zh=a.label_zh,
+                label_en=a.label_en,
+                points=a.points,
+                lines=[
+                    EarnLineOut(line_no=n, sku=skus[n], eligible_fen=paid[n], points=pts)
+                    for n, pts in sorted(a.lines.items())
                 ],
-            }
+            ).model_dump()
+            for a in outcome.applications
         ]
         buf.orders.append(
             (
@@ -792,10 +878,12 @@ class _Simulator:
                 store.actor,
                 at,
                 at,
+                0,
+                sum(growth),
             )
         )
         cats: dict[str, tuple[int, int]] = {}
-        for i, ((p, qty), plan) in enumerate(zip(basket, plans, strict=True), start=1):
+        for i, ((p, qty), plan, g) in enumerate(zip(basket, plans, growth, strict=True), start=1):
             buf.lines.append(
                 (
                     ids.line,
@@ -813,6 +901,8 @@ class _Simulator:
                     plan.paid_fen,
                     plan.points_earned,
                     0,
+                    0,
+                    g,
                 )
             )
             ids.line += 1
@@ -828,6 +918,15 @@ class _Simulator:
             self._redeem(m, redeem, store, order_id, at, f"订单 {order_no} 积分抵扣 {value_fen} 分")
         if earned:
             self._earn(m, earned, store, order_id, at, day, f"订单 {order_no} 消费得积分")
+            m.earned_on[day] = m.earned_on.get(day, 0) + earned
+        if sum(growth):
+            buf.growth.append((ids.growth, org, m.account_id, m.id, "order", sum(growth), order_id, None, at))
+            ids.growth += 1
+            m.growth += sum(growth)
+        m.orders += 1
+        month = m.months.setdefault(self.cal.months[day], [0, 0])
+        month[0] += 1
+        month[1] += total
         self.result.member_orders += 1
         self.result.order_lines += len(basket)
         self.result.sales_fen += total
@@ -882,7 +981,18 @@ class _Simulator:
     ) -> None:
         entry_id = self._entry(m, EntryKind.EARN, points, store.id, order_id, at, reason, store.actor)
         m.earned += points
-        m.lots.append(_Lot(self.ids.lot, entry_id, points, store.id, order_id, at, self.cal.expiry[day]))
+        m.lots.append(
+            _Lot(
+                self.ids.lot,
+                entry_id,
+                points,
+                store.id,
+                order_id,
+                at,
+                at + self.pending,
+                self.cal.expiry[day],
+            )
+        )
         self.ids.lot += 1
         self.result.points_earned += points
 
@@ -904,10 +1014,9 @@ class _Simulator:
         self.result.redeeming_orders += 1
 
     def _expire(self, m: _Member, now: datetime) -> None:
-        """Lots whose year-end has passed expire in one entry per expiry moment."""
+        """Lots past their expiry expire in one entry per expiry moment (lots run soonest-expiring first)."""
         lots = m.lots
-        while m.head < len(lots) and lots[m.head].expires_at <= now:
-            moment = lots[m.head].expires_at
+        while m.head < len(lots) and (moment := lots[m.head].expires_at) is not None and moment <= now:
             group: list[_Lot] = []
             while m.head < len(lots) and lots[m.head].expires_at == moment:
                 group.append(lots[m.head])
@@ -920,7 +1029,7 @@ class _Simulator:
                 None,
                 None,
                 moment,
-                "积分到期清零 points expired at year end",
+                "积分到期 points expired",
                 "system:expiry",
             )
             for lot in group:
@@ -973,6 +1082,8 @@ class _Simulator:
                     store.actor,
                     at,
                     at,
+                    0,
+                    0,
                 )
             )
             for i, ((p, qty), plan) in enumerate(zip(basket, plans, strict=True), start=1):
@@ -991,6 +1102,8 @@ class _Simulator:
                         0,
                         0,
                         plan.paid_fen,
+                        0,
+                        0,
                         0,
                         0,
                     )
@@ -1096,6 +1209,12 @@ def _generate(
         tz_name,
     )
     program = points_service.default_program(session, chain.org.id)
+    # 积分次年年底清零: points earned in year Y expire at the end of 31 December of Y + 1.
+    program.expiry_policy = "fixed_yearly"
+    program.expiry_fixed_month, program.expiry_fixed_day, program.expiry_years_after = 12, 31, 1
+    session.flush()
+    cal.expiry = [points_service.expiry_of(program, start, tz_name) for start in cal.starts]
+    rules = rules_service.rules_in_force(session, program, now)
     result = DemoResult(
         org_id=chain.org.id,
         org_code=org_code,
@@ -1108,7 +1227,7 @@ def _generate(
     )
     last_seq = next_value(session, chain.org.id, "member_no", members) if members else 0
     writer = BulkWriter(session)
-    sim = _Simulator(rng, chain, program, cal, _Ids(writer), result)
+    sim = _Simulator(rng, chain, program, cal, _Ids(writer), result, rules)
     progress.advance(task)
 
     # The next batch is computed while a writer thread stores the previous one.

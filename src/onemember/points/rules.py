@@ -245,6 +245,8 @@ def revise_rule(
 ) -> EarnRule:
     """Close the current version now and open the next one with the new terms."""
     old = current_version(session, program.org_id, rule_key)
+    # The caller must be allowed to change the version it closes, not only the one it opens.
+    _may_write(principal, RuleSpec(kind=RuleKind(old.kind), store_id=old.store_id), program)
     if old.kind != spec.kind:
         raise InvalidRule("修订不能改变规则类型", "A revision cannot change the rule's kind", field="kind")
     now = utcnow()

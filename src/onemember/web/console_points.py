@@ -46,7 +46,7 @@ from onemember.tiers import service as tiers
 from onemember.tiers.models import MemberTier, TierLevel, TierSet
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
-from onemember.web.console import choose_scope, scope_context
+from onemember.web.console import ScopeChoice, choose_scope, scope_context
 from onemember.web.console_org import HTMX_CONFIG, Paged, linker, page_number, read_params
 from onemember.web.export import xlsx_response
 from onemember.web.templating import fen, render
@@ -55,6 +55,7 @@ router = APIRouter(include_in_schema=False)
 
 i18n.register(
     {
+        "nav.points": ("积分", "Points"),  # the console nav item (templates/console/_layout.html)
         "pts.title": ("积分", "Points"),
         "pts.tab.overview": ("积分概览", "Overview"),
         "pts.tab.program": ("积分计划", "Program"),
@@ -87,7 +88,6 @@ i18n.register(
         "pts.col.issued": ("发放", "Issued"),
         "pts.col.redeemed": ("使用", "Redeemed"),
         "pts.col.expired": ("过期", "Expired"),
-        "pts.col.redeem_rate": ("使用率", "Redeemed share"),
         "pts.ov.by_store": ("门店积分流水（近 12 个月）", "Points by store (last 12 months)"),
         "pts.ov.adjustments": (
             "最大人工调整（近 12 个月，全部门店）",
@@ -105,7 +105,6 @@ i18n.register(
         "pts.col.at": ("时间", "Time"),
         "pts.col.status": ("状态", "Status"),
         "pts.col.balance": ("当前余额", "Balance now"),
-        "pts.sort.issued": ("按发放", "By issued"),
         # program
         "pts.prog.title": ("积分计划设置", "Points program settings"),
         "pts.prog.group.rates": ("积分与成长值", "Points and growth value"),
@@ -231,6 +230,10 @@ i18n.register(
         "pts.kind.order_cap": ("每单上限", "Per-order cap"),
         "pts.kind.daily_cap": ("每日上限", "Daily cap"),
         "pts.f.kind": ("规则类型", "Kind"),
+        "pts.f.quantity": ("数量", "Quantity"),
+        "pts.f.unit_price_fen": ("单价", "Unit price"),
+        "pts.f.lines": ("商品行", "Basket lines"),
+        "pts.f.member_no": ("会员号", "Member no."),
         "pts.f.name": ("名称", "Name"),
         "pts.f.points_per_yuan": ("每元积分", "Points per yuan"),
         "pts.f.multiplier_pct": ("倍数（%）", "Multiplier (%)"),
@@ -333,7 +336,7 @@ i18n.register(
         "pts.adj.reject": ("驳回", "Reject"),
         "pts.adj.note": ("审批意见", "Note"),
         "pts.adj.own": ("需另一位总部管理员审批", "Needs another HQ admin"),
-        "pts.adj.applied_now": ("调整已生效", "Adjustment applied"),
+        "pts.adj.applied": ("调整已生效", "Adjustment applied"),
         "pts.adj.waiting": ("调整已提交，等待审批", "Adjustment requested; it waits for approval"),
         "pts.adj.approved": ("已批准并生效", "Approved and applied"),
         "pts.adj.rejected": ("已驳回", "Rejected"),
@@ -472,19 +475,19 @@ class FormErrors:
 
 
 def field_label(loc: Sequence[str | int], t: Callable[[str], str]) -> str:
-    parts: list[str] = []
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            key = "pts.tiers.level_n" if loc[0] == "levels" else "pts.sim.line_n"
-            parts.append(t(key).replace("{n}", str(part + 1)))
-        elif i == len(loc) - 1 or not isinstance(loc[i + 1], int):
-            parts.append(t(f"pts.f.{'level_name' if part == 'name' and loc[0] == 'levels' else part}"))
+    """ "第 2 级 · 保级门槛" for ``("levels", 1, "keep_threshold")``: row numbers, then the field's label."""
+    rows = "pts.tiers.level_n" if loc and loc[0] == "levels" else "pts.sim.line_n"
+    parts = [t(rows).replace("{n}", str(p + 1)) for p in loc if isinstance(p, int)]
+    names = [p for p in loc if isinstance(p, str)]
+    if names:
+        name = "level_name" if names[-1] == "name" and loc[0] == "levels" else names[-1]
+        parts.append(t(f"pts.f.{name}"))
     return " · ".join(parts)
 
 
 def validation_errors(exc: ValidationError, lang: str, errors: FormErrors | None = None) -> FormErrors:
     """Pydantic's errors as zh/en messages next to the fields they belong to."""
-    errors = errors or FormErrors()
+    errors = FormErrors() if errors is None else errors
     t = texts(lang)
     for err in exc.errors():
         loc = [p for p in err["loc"] if isinstance(p, str | int)]
@@ -503,7 +506,7 @@ class _Defaulting(dict[str, str]):
 
 def domain_errors(err: DomainError, lang: str, errors: FormErrors | None = None) -> FormErrors:
     """A domain error: its message on top, and next to its field when it names one."""
-    errors = errors or FormErrors()
+    errors = FormErrors() if errors is None else errors
     message = page_error_text(err, lang)
     errors.general.append(message)
     name = err.extra.get("field")
@@ -530,8 +533,8 @@ def grouped_bar(title: str, x: list[str], series: dict[str, list[int]]) -> str:
         "color": charts.PALETTE,
         "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
         "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "legend": {"top": 24, "left": 0},
-        "grid": {"left": 56, "right": 16, "top": 64, "bottom": 28},
+        "legend": {"bottom": 0, "left": "center"},
+        "grid": {"left": 56, "right": 16, "top": 48, "bottom": 56},
         "xAxis": {"type": "category", "data": x},
         "yAxis": {"type": "value"},
         "series": [{"name": n, "type": "bar", "data": v, "barMaxWidth": 22} for n, v in series.items()],
@@ -556,7 +559,7 @@ def sorted_stores(
 
 def overview_data(
     request: Request, session: Session, user: Principal, params: dict[str, str]
-) -> tuple[points_overview.Overview, Any]:
+) -> tuple[points_overview.Overview, ScopeChoice]:
     choice = choose_scope(session, user, request.state.lang, params.get("store"), params.get("region"))
     data = points_overview.compute(session, user.org_id, choice.store_ids, utcnow(), months=12)
     return data, choice
@@ -869,7 +872,8 @@ def rule_form(
     action: str = "/console/points/rules",
     fixed_kind: bool = False,
 ) -> RuleForm:
-    kinds = writable_kinds(user)
+    """The form for ``kind`` (a revision keeps its rule's kind: ``fixed_kind``)."""
+    kinds = [RuleKind(kind)] if fixed_kind else writable_kinds(user)
     chosen = next((k for k in kinds if k == kind), kinds[0])
     fields, required = kind_fields(chosen)
     return RuleForm(
@@ -886,7 +890,9 @@ def rule_form(
     )
 
 
-def parse_rule(form: Posted, kind: RuleKind, tz: str, lang: str) -> tuple[dict[str, str], Any, FormErrors]:
+def parse_rule(
+    form: Posted, kind: RuleKind, tz: str, lang: str
+) -> tuple[dict[str, str], program_api.RuleIn | None, FormErrors]:
     """The typed form as a ``RuleIn`` (or the errors); only the fields of the chosen kind are read."""
     fields, _ = kind_fields(kind)
     values = {n: form.get(n) for n in fields}
@@ -916,6 +922,29 @@ def parse_rule(form: Posted, kind: RuleKind, tz: str, lang: str) -> tuple[dict[s
     return values, body, errors
 
 
+def rules_listing(
+    session: Session, user: Principal, program: PointsProgram, params: dict[str, str], tz: str
+) -> tuple[list[EarnRule], datetime, bool, str]:
+    """The rule versions in force at ``params["at"]`` (local time; now if empty or unreadable) that the user
+    may see, filtered by kind and sorted; also the moment, whether it was unreadable, and the sort used."""
+    at, bad_at = utcnow(), False
+    if params.get("at"):
+        try:
+            at = parse_local(params["at"], tz)
+        except ValueError:
+            bad_at = True
+    found = [r for r in rules.rows_in_force(session, program.id, at) if visible_rule(user, r)]
+    if params.get("kind") in set(RuleKind):
+        found = [r for r in found if r.kind == params["kind"]]
+    sort = params["sort"] if params.get("sort") in RULE_SORTS else "kind"
+    keys: dict[str, Callable[[EarnRule], Any]] = {
+        "kind": lambda r: (list(RuleKind).index(RuleKind(r.kind)), r.id),
+        "newest": lambda r: (-r.valid_from.timestamp(), -r.id),
+        "name": lambda r: (r.name, r.id),
+    }
+    return sorted(found, key=keys[sort]), at, bad_at, sort
+
+
 def rules_page(
     request: Request,
     session: Session,
@@ -929,23 +958,7 @@ def rules_page(
     tz = org_tz(session, user)
     program = points.default_program(session, user.org_id)
     params = read_params(request, ("at", "kind", "sort", "page"))
-    at = utcnow()
-    bad_at = False
-    if params.get("at"):
-        try:
-            at = parse_local(params["at"], tz)
-        except ValueError:
-            bad_at = True
-    found = [r for r in rules.rows_in_force(session, program.id, at) if visible_rule(user, r)]
-    if params.get("kind") in set(RuleKind):
-        found = [r for r in found if r.kind == params["kind"]]
-    sort = params.get("sort", "") if params.get("sort") in RULE_SORTS else "kind"
-    keys: dict[str, Callable[[EarnRule], Any]] = {
-        "kind": lambda r: (list(RuleKind).index(RuleKind(r.kind)), r.id),
-        "newest": lambda r: (-r.valid_from.timestamp(), -r.id),
-        "name": lambda r: (r.name, r.id),
-    }
-    found.sort(key=keys[sort])
+    found, at, bad_at, sort = rules_listing(session, user, program, params, tz)
     page = page_number(params.get("page"))
     chunk = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1]
     listing = Paged(
@@ -1000,20 +1013,7 @@ def earn_rules_xlsx(request: Request, user: ConsoleUser, session: SessionDep) ->
     tz = org_tz(session, user)
     program = points.default_program(session, user.org_id)
     params = read_params(request, ("at", "kind", "sort"))
-    try:
-        at = parse_local(params["at"], tz) if params.get("at") else utcnow()
-    except ValueError:
-        at = utcnow()
-    found = [r for r in rules.rows_in_force(session, program.id, at) if visible_rule(user, r)]
-    if params.get("kind") in set(RuleKind):
-        found = [r for r in found if r.kind == params["kind"]]
-    sort = params.get("sort", "kind")
-    if sort == "newest":
-        found.sort(key=lambda r: (-r.valid_from.timestamp(), -r.id))
-    elif sort == "name":
-        found.sort(key=lambda r: (r.name, r.id))
-    else:
-        found.sort(key=lambda r: (list(RuleKind).index(RuleKind(r.kind)), r.id))
+    found, _, _, _ = rules_listing(session, user, program, params, tz)
     zone = ZoneInfo(tz)
     headers = [
         "rule_key",
@@ -1187,9 +1187,6 @@ def revise_form(rule_key: str, request: Request, user: ConsoleUser, session: Ses
     form = rule_form(
         session, user, program, row.kind, values=rule_values(row, session, tz), action=action, fixed_kind=True
     )
-    form.kinds = [RuleKind(row.kind)]
-    form.kind = RuleKind(row.kind)
-    form.fields, form.required = kind_fields(form.kind)
     return revise_page(request, session, user, row, form)
 
 
@@ -1220,7 +1217,6 @@ def revise_rule(
     bad = rule_form(
         session, user, program, kind, values=values, errors=errors, action=action, fixed_kind=True
     )
-    bad.kinds = [kind]
     row = latest_version(session, user, rule_key)
     return revise_page(request, session, user, row, bad, status)
 
