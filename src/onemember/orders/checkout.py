@@ -32,7 +32,7 @@ from onemember.points import earning
 from onemember.points import rules as rules_service
 from onemember.points import service as points
 from onemember.points.errors import InvalidRedeemAmount
-from onemember.points.models import PointEntry, PointsProgram
+from onemember.points.models import PointAccount, PointEntry, PointsProgram
 from onemember.segments import stats
 from onemember.segments.models import MemberStats
 from onemember.tiers import service as tiers
@@ -89,6 +89,7 @@ class Quote:
     growth: list[int]
     earn: earning.EarnResult | None
     tier_code: str | None
+    account: PointAccount | None = None
 
     @property
     def earned(self) -> int:
@@ -131,9 +132,7 @@ def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: boo
         )
     account = None
     if member is not None:
-        account = points.ensure_account(session, principal.org_id, member.id, program.id)
-        if lock:
-            account = points.lock_account(session, account.id)
+        account = points.ensure_account(session, principal.org_id, member.id, program.id, lock=lock)
     level = tiers.current_level(session, program, member) if member is not None else None
     amounts = [line.quantity * line.unit_price_fen for line in data.lines]
     discount_pct = level.discount_pct if level is not None else 0
@@ -168,14 +167,18 @@ def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: boo
                     tier_code=level.code,
                 )
             )
-        stat = session.get(MemberStats, member.id)
+        kinds = {r.kind for r in rules}
+        # Only rules that need them pay for these two reads.
+        stat = session.get(MemberStats, member.id) if earning.RuleKind.FIRST_PURCHASE_BONUS in kinds else None
         ctx = earning.EarnContext(
             local_date=occurred.astimezone(ZoneInfo(org.timezone)).date(),
             store_id=store.id,
             tier_code=level.code if level else None,
             birthday=member.birthday,
             is_first_purchase=stat is None or stat.order_count == 0,
-            earned_today=_earned_today(session, account.id, now, org.timezone),
+            earned_today=_earned_today(session, account.id, now, org.timezone)
+            if earning.RuleKind.DAILY_CAP in kinds
+            else 0,
         )
         basket = [
             earning.BasketLine(i, line.sku, line.category, plan.paid_fen)
@@ -200,6 +203,7 @@ def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: boo
         growth,
         result,
         level.code if level else None,
+        account,
     )
 
 
@@ -250,9 +254,7 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         )
         if existing:
             raise DuplicateClientOrder(order_no=existing)
-    account = None
-    if member is not None:
-        account = points.ensure_account(session, principal.org_id, member.id, program.id)
+    account = q.account
     earned = q.earned
     growth = sum(q.growth)
     order = Order(

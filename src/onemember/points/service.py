@@ -43,10 +43,17 @@ def default_program(session: Session, org_id: int) -> PointsProgram:
     return program
 
 
-def ensure_account(session: Session, org_id: int, member_id: int, program_id: int) -> PointAccount:
-    account = session.scalar(
-        select(PointAccount).where(PointAccount.member_id == member_id, PointAccount.program_id == program_id)
+def ensure_account(
+    session: Session, org_id: int, member_id: int, program_id: int, *, lock: bool = False
+) -> PointAccount:
+    """The member's account in the program, created on first use; with ``lock`` read under a row lock
+    in the same statement (one round trip on the checkout path)."""
+    query = select(PointAccount).where(
+        PointAccount.member_id == member_id, PointAccount.program_id == program_id
     )
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    account = session.scalar(query)
     if account is None:
         account = PointAccount(
             org_id=org_id,
@@ -59,6 +66,8 @@ def ensure_account(session: Session, org_id: int, member_id: int, program_id: in
         )
         session.add(account)
         session.flush()
+        if lock:
+            account = lock_account(session, account.id)
     return account
 
 

@@ -85,6 +85,7 @@ def create_tier_set(
     )
     session.add(tier_set)
     session.flush()
+    session.info.pop("active_tier_set", None)
     for rank, lv in enumerate(levels):
         session.add(
             TierLevel(
@@ -114,7 +115,15 @@ def create_tier_set(
 
 
 def active_set(session: Session, program_id: int) -> TierSet | None:
-    return session.scalar(select(TierSet).where(TierSet.program_id == program_id, TierSet.active.is_(True)))
+    """The program's active tier set, read once per session (checkout asks more than once)."""
+    cache: dict[int, TierSet | None] = session.info.setdefault("active_tier_set", {})
+    if program_id in cache:
+        cached = cache[program_id]
+        if cached is None or cached in session:
+            return cached
+    found = session.scalar(select(TierSet).where(TierSet.program_id == program_id, TierSet.active.is_(True)))
+    cache[program_id] = found
+    return found
 
 
 def level_rows(session: Session, tier_set_id: int) -> list[TierLevel]:
