@@ -7,6 +7,8 @@ is enough; passwords use Argon2).
 from __future__ import annotations
 
 import secrets
+import time
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -25,6 +27,10 @@ from onemember.org.service import stores_in_region
 from onemember.settings import get_settings
 
 STAFF_TOKEN_PREFIX = "oms_"
+# Till keys are checked on every call; a verified key is remembered this long in the process. Revoking
+# a key clears it here at once; other worker processes notice within this many seconds.
+KEY_CACHE_SECONDS = 10.0
+_key_cache: dict[str, tuple[Principal, float]] = {}
 API_KEY_PREFIX = "omk_"
 
 
@@ -101,17 +107,17 @@ def authenticate(session: Session, credential: str, ip: str = "") -> Principal:
             raise Unauthorized()
         return staff_principal(session, staff, ip)
     if credential.startswith(API_KEY_PREFIX):
+        digest = token_hash(credential)
+        cached = _key_cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return replace(cached[0], ip=ip)
         prefix = credential[len(API_KEY_PREFIX) : len(API_KEY_PREFIX) + 8]
         key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-        if (
-            key is None
-            or key.revoked_at is not None
-            or not secrets.compare_digest(key.key_hash, token_hash(credential))
-        ):
+        if key is None or key.revoked_at is not None or not secrets.compare_digest(key.key_hash, digest):
             raise Unauthorized(
                 "API 密钥无效或已吊销", "The API key is invalid or revoked", code="auth.invalid_api_key"
             )
-        return Principal(
+        principal = Principal(
             org_id=key.org_id,
             kind="api_key",
             id=key.id,
@@ -121,6 +127,8 @@ def authenticate(session: Session, credential: str, ip: str = "") -> Principal:
             store_ids=frozenset({key.store_id}),
             ip=ip,
         )
+        _key_cache[digest] = (principal, time.monotonic() + KEY_CACHE_SECONDS)
+        return principal
     raise Unauthorized()
 
 
@@ -163,6 +171,7 @@ def revoke_api_key(session: Session, principal: Principal, prefix: str) -> ApiKe
         raise NotFound("找不到该 API 密钥", "API key not found", code="auth.api_key_not_found")
     principal.require_store(key.store_id)
     if key.revoked_at is None:
+        _key_cache.clear()
         key.revoked_at = utcnow()
         audit.record(
             session,
