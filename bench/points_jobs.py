@@ -50,7 +50,7 @@ from common import (
     write_json,
 )
 
-SEED_DB = "onemember_bench_points"
+SEED_DB = "onemember_bench_points_{members}_{basis}"  # one seed per size and basis, kept for --reuse
 PRODUCT_DB = "onemember_bench_points_product"
 SQL_DB = "onemember_bench_points_sql"
 TZ = "Asia/Shanghai"
@@ -313,7 +313,8 @@ def seed(url: str, count: int, basis: str, now: datetime, *, batch: int = 20_000
                     g_next += 1
                 months = rng.sample(window, rng.randint(1, 3)) if spend else []
                 cuts = sorted(rng.randrange(0, spend + 1) for _ in range(len(months) - 1))
-                for month, lo, hi in zip(months, [0, *cuts], [*cuts, spend], strict=True):
+                bounds = [0, *cuts, spend] if months else [0]
+                for month, lo, hi in zip(months, bounds[:-1], bounds[1:], strict=True):
                     out["member_monthly_stats"].append(
                         (member_id, month, org, 1 + (hi - lo) // 20_000, hi - lo)
                     )
@@ -459,7 +460,8 @@ def print_verify(label: str, v: dict[str, Any]) -> None:
 
 def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
     """Runs ``run_daily(only=("expire", "tiers"))`` and writes the timings, the statements sent and the
-    CPU this process used to ``out``."""
+    CPU this process used to ``out``; while it runs, ``out`` holds the progress so far (for a run the
+    parent stops at its time cap)."""
     from sqlalchemy import event
 
     from onemember.db import make_engine, make_sessionmaker
@@ -469,6 +471,17 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
     factory = make_sessionmaker(engine)
     statements: dict[str, Tally[str]] = {}
     current = ["setup"]
+    marks: list[tuple[str, float, float]] = []
+    state: dict[str, Any] = {"finished": False, "tier_batches": 0}
+
+    def dump(**extra: Any) -> None:
+        state.update(extra)
+        state["statements"] = {k: dict(v) for k, v in statements.items()}
+        state["marks"] = [(job, at - t0, cpu - c0) for job, at, cpu in marks]
+        state["elapsed"], state["elapsed_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, default=str))
+        tmp.replace(out)
 
     @event.listens_for(engine, "before_cursor_execute")
     def count(_conn: Any, _cur: Any, statement: str, params: Any, _ctx: Any, executemany: bool) -> None:
@@ -476,12 +489,18 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
         tally[verb] += 1
         tally[f"{verb} rows"] += len(params) if executemany and params else 1
-
-    marks: list[tuple[str, float, float]] = []
+        if (
+            current[0] == "tiers"
+            and statement.startswith("SELECT member_tiers.")
+            and "FOR UPDATE" in statement
+        ):
+            state["tier_batches"] += 1  # review_all's next batch of 5,000 standings
+            dump()
 
     def progress(_org: str, job: str) -> None:
         current[0] = job
         marks.append((job, time.perf_counter(), time.process_time()))
+        dump()
 
     with engine.connect() as conn:  # the pool's first connection, outside the timing
         conn.exec_driver_sql("SELECT 1")
@@ -493,22 +512,19 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
     ends = [*marks[1:], ("end", t1, c1)]
     for (job, start, cpu), (_next, end, cpu_end) in zip(marks, ends, strict=True):
         jobs[job] = {"seconds": end - start, "python_cpu": cpu_end - cpu}
-    out.write_text(
-        json.dumps(
-            {
-                "seconds": t1 - t0,
-                "python_cpu": c1 - c0,
-                "jobs": jobs,
-                "result": result,
-                "statements": {k: dict(v) for k, v in statements.items()},
-                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            },
-            default=str,
-        )
+    dump(
+        finished=True,
+        seconds=t1 - t0,
+        python_cpu=c1 - c0,
+        jobs=jobs,
+        result=result,
+        max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
 
 
-def run_product(url: str, now: datetime, org_id: int, timeout: float, profile: bool) -> dict[str, Any]:
+def run_product(
+    url: str, now: datetime, org_id: int, members: int, timeout: float, profile: bool
+) -> dict[str, Any]:
     out = Path(f"/tmp/onemember-bench-points-product-{os.getpid()}.json")
     out.unlink(missing_ok=True)
     cmd = [
@@ -526,9 +542,8 @@ def run_product(url: str, now: datetime, org_id: int, timeout: float, profile: b
     ]
     profile_path = Path(f"/tmp/onemember-bench-profile/points-product-{os.getpid()}.collapsed")
     spy: subprocess.Popen[bytes] | None = None
-    timed_out = False
-    with CpuMeter(dbname_of(url)) as cpu:
-        child = subprocess.Popen(cmd)
+    child = subprocess.Popen(cmd)
+    with CpuMeter(dbname_of(url), root=child.pid) as cpu:
         if profile:
             exe = py_spy()
             if exe is None:
@@ -548,8 +563,7 @@ def run_product(url: str, now: datetime, org_id: int, timeout: float, profile: b
         try:
             child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            timed_out = True
-            child.kill()  # its transaction rolls back with the connection
+            child.kill()  # its open transaction rolls back with the connection
             child.wait()
         if spy is not None:
             try:
@@ -557,15 +571,27 @@ def run_product(url: str, now: datetime, org_id: int, timeout: float, profile: b
             except subprocess.TimeoutExpired:
                 spy.terminate()
                 spy.wait(timeout=10)
-    if timed_out:
-        return {"timed_out": True, "seconds": timeout, "db_cpu": cpu.db_seconds}
-    if child.returncode != 0 or not out.exists():
-        raise SystemExit(f"the product run failed (exit {child.returncode})")
-    data: dict[str, Any] = json.loads(out.read_text())
-    out.unlink()
+    data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"finished": False}
+    out.unlink(missing_ok=True)
     data["db_cpu"] = cpu.db_seconds
     if spy is not None:
         data["profile"] = summarize_profiles([profile_path], top=30)
+    if data["finished"]:
+        return data
+    if child.returncode not in (0, -9):
+        raise SystemExit(f"the product run failed (exit {child.returncode})")
+    # Stopped at the cap: what it did until then, and the tier review's pace so far.
+    data["timed_out"] = True
+    data["seconds"] = data.get("elapsed", timeout)
+    data["python_cpu"] = cpu.app_seconds  # the whole child, start-up included
+    marks = dict((job, at) for job, at, _cpu in data.get("marks", []))
+    if "tiers" in marks:
+        data["jobs"] = {"expire": {"seconds": marks["tiers"] - marks.get("expire", 0.0)}}
+        reviewed = max(0, data["tier_batches"] - 1) * 5000
+        spent = data["seconds"] - marks["tiers"]
+        data["tiers_reviewed"] = reviewed
+        if reviewed:
+            data["tiers_projected"] = spent * members / reviewed
     return data
 
 
@@ -864,19 +890,17 @@ def main() -> None:
     started = time.perf_counter()
     quiet_before = machine_note()
     print(f"machine: {quiet_before}")
-    seed_url = database_url(SEED_DB)
+    seed_db = SEED_DB.format(members=args.members, basis=args.basis)
+    seed_url = database_url(seed_db)
     seed_info: dict[str, Any] = {}
     meta: dict[str, Any] | None = None
-    if args.reuse and database_exists(SEED_DB):
+    if args.reuse and database_exists(seed_db):
         meta = read_meta(seed_url)
-        if meta["members"] != args.members or meta["basis"] != args.basis:
-            print(f"seed has {meta['members']:,} members, basis {meta['basis']}: seeding again")
-            meta = None
     if meta is None:
-        create_database(SEED_DB)
+        create_database(seed_db)
         migrate(seed_url)
         now = datetime.now(UTC).replace(microsecond=0)
-        print(f"seeding {args.members:,} members (basis {args.basis}) into {SEED_DB}")
+        print(f"seeding {args.members:,} members (basis {args.basis}) into {seed_db}")
         seed_info = seed(seed_url, args.members, args.basis, now)
         meta = read_meta(seed_url)
         print(
@@ -884,7 +908,7 @@ def main() -> None:
             f"(VACUUM ANALYZE); rows: " + ", ".join(f"{k} {v:,}" for k, v in seed_info["rows"].items())
         )
     else:
-        print(f"reusing {SEED_DB}: {meta['members']:,} members seeded in {meta['seed_seconds']:.0f} s")
+        print(f"reusing {seed_db}: {meta['members']:,} members seeded in {meta['seed_seconds']:.0f} s")
     now = meta["now"]
     plan = meta["plan"]
     print(
@@ -895,14 +919,28 @@ def main() -> None:
     verify_before = run_verify(seed_url, meta["org_id"])
     print_verify("before", verify_before)
 
-    copies = {name: copy_database(SEED_DB, name) for name in (PRODUCT_DB, SQL_DB)}
+    copies = {name: copy_database(seed_db, name) for name in (PRODUCT_DB, SQL_DB)}
     print("copies: " + ", ".join(f"{name} {s:.0f} s" for name, s in copies.items()))
 
     checkpoint()
     print(f"\nproduct: run_daily(only=('expire', 'tiers')) on {PRODUCT_DB}, now = {now.isoformat()}")
-    product = run_product(database_url(PRODUCT_DB), now, meta["org_id"], args.product_timeout, args.profile)
+    product = run_product(
+        database_url(PRODUCT_DB), now, meta["org_id"], meta["members"], args.product_timeout, args.profile
+    )
     if product.get("timed_out"):
-        print(f"  did not finish within {args.product_timeout:.0f} s: stopped (its transaction rolled back)")
+        print(f"  not done within {args.product_timeout:.0f} s: stopped (its open transaction rolled back)")
+        if "expire" in product.get("jobs", {}):
+            print(f"  expire  {product['jobs']['expire']['seconds']:7.1f} s (committed)")
+        if "tiers_reviewed" in product:
+            projected = product.get("tiers_projected")
+            print(
+                f"  tiers   {product['tiers_reviewed']:,} standings reviewed (not committed) in "
+                f"{product['seconds'] - product['jobs']['expire']['seconds']:.0f} s"
+                + (f"; at that pace all {meta['members']:,} take ~{projected:.0f} s" if projected else "")
+            )
+        print(
+            f"  CPU until stopped: Python {product['python_cpu']:.0f} s, PostgreSQL {product['db_cpu']:.0f} s"
+        )
     else:
         for job, j in product["jobs"].items():
             print(f"  {job:7} {j['seconds']:7.1f} s  {product['result'].get('bench:' + job)}")
@@ -971,11 +1009,19 @@ def main() -> None:
             f"tiers {product['jobs']['tiers']['seconds'] / sql['jobs']['tiers']['seconds']:.1f}×); "
             f"{(product['python_cpu'] + product['db_cpu']) / (sql['python_cpu'] + sql['db_cpu']):.1f}× CPU"
         )
+    elif product.get("tiers_projected") and "expire" in product.get("jobs", {}):
+        projected = product["jobs"]["expire"]["seconds"] + product["tiers_projected"]
+        print(
+            f"\nratio product/hand-written: > {product['seconds'] / sql['seconds']:.1f}× wall time "
+            f"(~{projected / sql['seconds']:.0f}× with the tier review's pace projected to all members; "
+            f"expire {product['jobs']['expire']['seconds'] / sql['jobs']['expire']['seconds']:.1f}×)"
+        )
+    if product.get("statements"):
         print("statements the product sent (executemany counted once; 'rows' = parameter sets):")
         for job, tally in product["statements"].items():
             print(f"  {job:7} " + ", ".join(f"{k} {v:,}" for k, v in sorted(tally.items())))
-        if product.get("profile"):
-            print_profile(product["profile"])
+    if product.get("profile"):
+        print_profile(product["profile"])
     quiet_after = machine_note()
     print(f"\nmachine after the run: {quiet_after}")
     if not args.keep_copies:

@@ -21,6 +21,7 @@ from onemember.orders.models import Order, OrderLine, OrderPayment
 from onemember.points.models import PointAccount, PointEntry, PointLot
 from onemember.points.verify import verify
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.tiers.models import MemberMonthlyStats
 from tests.factories import Chain
 
 DATA = Path(__file__).parent / "data"
@@ -367,6 +368,10 @@ def test_import_orders_groups_lines_reports_bad_orders_and_is_idempotent(
             for c in s.scalars(select(MemberCategoryStats).where(MemberCategoryStats.member_id == wang.id))
         }
         assert cats == {"母婴": (1, 2, 53600), "食品": (1, 1, 6590)}
+        month = s.get(MemberMonthlyStats, (wang.id, 202503))  # tier bases read the local month
+        assert month is not None
+        assert (month.orders, month.spend_fen) == (1, 60190)
+        assert (r1001.growth_earned, _account(s, wang.id).growth_value) == (0, 0)
         li = _member(s, chain, "13800000002")
         li_stats = s.get(MemberStats, li.id)
         assert li_stats is not None
@@ -409,6 +414,8 @@ def test_import_orders_can_earn_points(factory: sessionmaker[Session], chain: Ch
         assert order is not None
         assert order.points_earned == 601
         assert order.earn_explanation[0]["points"] == 601
+        assert order.earn_explanation[0]["rule"] == "base_rate"
+        assert (order.growth_earned, _account(s, wang.id).growth_value) == (601, 601)
         assert verify(s, chain.org_id).ok
     again = import_orders_file(
         factory, chain.org_id, DATA / "orders_import.csv", console=None, report_path=None, earn_points=True

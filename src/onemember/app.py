@@ -108,13 +108,16 @@ def create_app(
         return _problem(exc.status_code, "http_error", str(exc.detail), str(exc.detail), lang_of(request))
 
     from onemember.auth.api import router as auth_router
+    from onemember.coupons.api import router as coupons_router
     from onemember.events.api import router as events_router
     from onemember.members.api import router as members_router
     from onemember.orders.api import router as orders_router
     from onemember.org.api import router as org_router
+    from onemember.packages.api import router as packages_router
     from onemember.points.admin_api import router as points_admin_router
     from onemember.points.api import router as points_router
     from onemember.points.program_api import router as program_router
+    from onemember.settlement.api import router as settlement_router
     from onemember.web import console, console_members, console_org, console_points, member, pos
 
     api_routers = (
@@ -125,6 +128,9 @@ def create_app(
         points_router,
         program_router,
         points_admin_router,
+        coupons_router,
+        packages_router,
+        settlement_router,
         events_router,
     )
     page_routers = (

@@ -162,17 +162,26 @@ def apikey_create(
 def verify(org: OrgOpt = None) -> None:
     """Prove ledger entries, lots and cached balances agree; exit non-zero with a report if not."""
     from onemember.points.verify import verify as verify_ledger
+    from onemember.settlement.verify import verify_settlement
 
     with _factory()() as session:
         org_id = _org(session, org).id if org else None
         report = verify_ledger(session, org_id)
+        settled = verify_settlement(session, org_id)
     console.print(f"accounts {report.accounts}, entries {report.entries}, lots {report.lots}")
+    console.print(
+        f"settlement entries {settled.entries}, sources {settled.sources}, "
+        f"closed periods {settled.closed_periods}"
+    )
+    report.problems.extend(settled.problems)
     if not report.ok:
         for problem in report.problems[:200]:
             console.print(f"[red]✗[/red] {problem}")
         console.print(f"[red]{len(report.problems)} problem(s)[/red]")
         raise typer.Exit(1)
-    console.print("[green]✓ ledger = lots = balances[/green]")
+    console.print(
+        "[green]✓ ledger = lots = balances; settlement nets to zero and matches its sources[/green]"
+    )
 
 
 @import_app.command("members")

@@ -116,9 +116,17 @@ class BulkWriter:
     # --- writing in the background while the caller computes the next batch ---
 
     def submit(self, batch: Batch) -> None:
-        """Queue ``batch`` for a writer thread; the caller must not use the session until ``drain``."""
+        """Queue ``batch`` for a writer thread; the caller must not use the session until ``drain``.
+
+        Only PostgreSQL gains from the thread (the server works while Python computes the next batch);
+        SQLite's inserts are Python-bound, so there the batch is written at once instead of fighting
+        the computing thread for the GIL."""
         if self._failure is not None:
             raise self._failure
+        if not self.pg:
+            for table, cols, rows in batch:
+                self.write(table, cols, rows)
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="bulk-writer", daemon=True)
             self._thread.start()

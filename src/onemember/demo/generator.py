@@ -1,13 +1,15 @@
 """Generates a realistic chain's history in Python and bulk-writes it in one transaction.
 
 Each member is simulated on their own, in time order, the way the real checkout would have written
-their orders: lines planned with ``checkout.plan_lines`` (points payment spread by amount, base points
-per line), redemptions spending the soonest-expiring lots first, earned points as new lots, and the
-running member stats. So ``onemember verify`` holds and the analytics see the same shapes as live data.
+their orders: lines planned with ``checkout.plan_lines`` (points payment spread by amount), points from
+the program's earning rules in force (``points.earning.compute``, with the same explanation), growth
+value per line, redemptions spending the soonest-expiring available lots first, earned points as new
+lots, and the running member, store, category and monthly stats. So ``onemember verify`` holds and the
+analytics see the same shapes as live data.
 
-Demo points follow a common Chinese retail rule: a lot expires at the end of the calendar year after
-the one it was earned in (积分次年年底清零). Lots already past that point carry an EXPIRE entry at the
-moment they expired. No outbox events are written for demo history.
+The demo program uses a common Chinese retail rule, ``fixed_yearly`` expiry: points earned in a year
+expire at the end of the next calendar year (积分次年年底清零). Lots already past that point carry an
+EXPIRE entry at the moment they expired. No outbox events are written for demo history.
 """
 
 from __future__ import annotations

@@ -52,6 +52,15 @@ EVENT_TYPES = (
     "reward.redeemed",
     "reward.fulfilled",
     "reward.cancelled",
+    "coupon.issued",
+    "coupon.gifted",
+    "coupon.redeemed",
+    "coupon.restored",
+    "coupon.voided",
+    "package.sold",
+    "package.used",
+    "package.refunded",
+    "settlement.period_closed",
 )
 MANAGE_ROLES = frozenset({Role.HQ_ADMIN, Role.STORE_MANAGER})
 SIGNATURE_HEADER = "X-OneMember-Signature"

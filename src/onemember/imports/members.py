@@ -39,7 +39,7 @@ from onemember.members.service import normalize_identity
 from onemember.org import service as org_service
 from onemember.org.models import Store
 from onemember.points import service as points
-from onemember.points.models import PointAccount, PointEntry, PointLot
+from onemember.points.models import PointAccount, PointEntry, PointLot, PointsProgram
 
 OPENING_REF = "import-opening"
 ACTOR = "import"
@@ -190,7 +190,7 @@ def _holders(session: Session, org_id: int, kind: str, bidx: list[str]) -> dict[
 
 
 def _apply_chunk(
-    session: Session, org_id: int, program_id: int, rows: list[MemberRow], source: str
+    session: Session, org_id: int, program: PointsProgram, tz: str, rows: list[MemberRow], source: str
 ) -> _Outcome:
     out = _Outcome()
     cipher = get_cipher()
@@ -219,6 +219,8 @@ def _apply_chunk(
         else:
             known.append((r, member[0], bool(r.card) and holder is None))
     now = utcnow()
+    # Opening balances are points like any other: they expire as the program says, counted from today.
+    expires_at = points.expiry_of(program, now, tz)
     reason = f"导入期初积分 opening balance imported from {source}"
     actor = f"system:{ACTOR}"
     if fresh:
@@ -256,7 +258,7 @@ def _apply_chunk(
                     {
                         "org_id": org_id,
                         "member_id": member_id,
-                        "program_id": program_id,
+                        "program_id": program.id,
                         "balance": r.points,
                         "debt": 0,
                         "lifetime_earned": 0,
@@ -306,7 +308,7 @@ def _apply_chunk(
                         "store_id": r.store_id,
                         "earned_at": now,
                         "available_at": now,
-                        "expires_at": None,
+                        "expires_at": expires_at,
                     }
                     for (r, m, a), e in zip(opening, entry_ids, strict=True)
                 ],
@@ -320,7 +322,7 @@ def _apply_chunk(
             session.add(MemberIdentity(**_identity(org_id, member_id, IdentityKind.CARD, r.card, now)))
             out.cards_bound += 1
         if r.points:
-            account = points.ensure_account(session, org_id, member_id, program_id)
+            account = points.ensure_account(session, org_id, member_id, program.id)
             applied = session.scalar(
                 select(PointEntry.id).where(
                     PointEntry.account_id == account.id, PointEntry.ref == OPENING_REF
@@ -333,7 +335,7 @@ def _apply_chunk(
             ctx = points.EntryContext(
                 store_id=r.store_id, reason=reason, actor=actor, ref=OPENING_REF, at=now
             )
-            points.earn(session, account, r.points, ctx, kind=EntryKind.IMPORT_OPENING)
+            points.earn(session, account, r.points, ctx, kind=EntryKind.IMPORT_OPENING, expires_at=expires_at)
             out.opening_entries += 1
             out.opening_points += r.points
     session.flush()
@@ -395,7 +397,8 @@ def _import(
             code: int(sid)
             for code, sid in session.execute(select(Store.code, Store.id).where(Store.org_id == org_id)).all()
         }
-        program_id = points.default_program(session, org_id).id
+        program = points.default_program(session, org_id)
+        session.expunge(program)
     today = datetime.now(ZoneInfo(org.timezone)).date()
     good: list[MemberRow] = []
     seen_phone: dict[str, int] = {}
@@ -433,7 +436,9 @@ def _import(
         progress.advance(task, len(sheet.rows) - len(good))
         for start in range(0, len(good), chunk_size):
             chunk = good[start : start + chunk_size]
-            out = commit_chunk(session, partial(_apply_chunk, session, org_id, program_id, chunk, source))
+            out = commit_chunk(
+                session, partial(_apply_chunk, session, org_id, program, org.timezone, chunk, source)
+            )
             result.created += out.created
             result.existing += out.existing
             for number, problem in out.rejected:

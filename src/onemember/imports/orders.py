@@ -38,11 +38,14 @@ from onemember.members.models import Member, MemberIdentity
 from onemember.orders.checkout import plan_lines
 from onemember.orders.models import Order, OrderLine, OrderPayment
 from onemember.orders.numbers import public_no
+from onemember.orders.schemas import EarnLineOut, EarnRuleOut
 from onemember.org import service as org_service
 from onemember.org.models import Store
+from onemember.points import earning
 from onemember.points import service as points
 from onemember.points.models import PointsProgram
 from onemember.segments import stats
+from onemember.tiers import service as tiers
 
 ACTOR = "import"
 PAYMENT_METHOD = "import"  # the old system's tender is not known; the payment row keeps totals whole
@@ -361,11 +364,55 @@ def _apply_chunk(
     now = utcnow()
     actor = f"system:{ACTOR}"
     numbers = _order_numbers(session, org_id, [g for g, _ in todo], tz)
+    zone = ZoneInfo(tz)
+    # History earns at the program's base rate (the campaigns of the new system did not exist then).
+    base = [
+        earning.Rule(
+            id=0, version=0, kind=earning.RuleKind.BASE_RATE, points_per_yuan=program.earn_points_per_yuan
+        )
+    ]
     plans = []
+    explanations: list[list[dict[str, Any]]] = []
+    growths: list[list[int]] = []
     for g, member_id in todo:
+        assert g.occurred_at is not None
         plan = plan_lines([line.quantity * line.unit_price_fen for line in g.lines], 0, program)
-        earned = sum(p.points_earned for p in plan) if earn_points and member_id is not None else 0
-        plans.append((plan, earned))
+        earns = earn_points and member_id is not None
+        explanation: list[dict[str, Any]] = []
+        if earns:
+            outcome = earning.compute(
+                [
+                    earning.BasketLine(i, line.sku, line.category, p.paid_fen)
+                    for i, (line, p) in enumerate(zip(g.lines, plan, strict=True), start=1)
+                ],
+                base,
+                earning.EarnContext(local_date=g.occurred_at.astimezone(zone).date(), store_id=g.store_id),
+            )
+            for i, p in enumerate(plan, start=1):
+                p.points_earned = outcome.per_line[i]
+            explanation = [
+                EarnRuleOut(
+                    rule=a.kind,
+                    rule_id=a.rule_id or None,
+                    version=a.version or None,
+                    label_zh=a.label_zh,
+                    label_en=a.label_en,
+                    points=a.points,
+                    lines=[
+                        EarnLineOut(
+                            line_no=n, sku=g.lines[n - 1].sku, eligible_fen=plan[n - 1].paid_fen, points=pts
+                        )
+                        for n, pts in sorted(a.lines.items())
+                    ],
+                ).model_dump()
+                for a in outcome.applications
+            ]
+        else:
+            for p in plan:
+                p.points_earned = 0
+        growths.append([p.paid_fen * program.growth_per_yuan // 100 if earns else 0 for p in plan])
+        explanations.append(explanation)
+        plans.append((plan, sum(p.points_earned for p in plan)))
     order_ids = list(
         session.scalars(
             insert(Order).returning(Order.id, sort_by_parameter_order=True),
@@ -383,20 +430,23 @@ def _apply_chunk(
                     "points_value_fen": 0,
                     "paid_fen": sum(p.amount_fen for p in plan),
                     "points_earned": earned,
+                    "growth_earned": sum(growth),
                     "refunded_fen": 0,
-                    "earn_explanation": _explanation(program, g, plan, earned) if earned else [],
+                    "earn_explanation": explanation,
                     "actor": actor,
                     "occurred_at": g.occurred_at,
                     "created_at": now,
                 }
-                for (g, member_id), no, (plan, earned) in zip(todo, numbers, plans, strict=True)
+                for (g, member_id), no, (plan, earned), explanation, growth in zip(
+                    todo, numbers, plans, explanations, growths, strict=True
+                )
             ],
         )
     )
     line_rows: list[dict[str, Any]] = []
     payments: list[dict[str, Any]] = []
-    for (g, _), order_id, (plan, earned) in zip(todo, order_ids, plans, strict=True):
-        for i, (line, p) in enumerate(zip(g.lines, plan, strict=True), start=1):
+    for (g, _), order_id, (plan, _earned), growth in zip(todo, order_ids, plans, growths, strict=True):
+        for i, (line, p, gv) in enumerate(zip(g.lines, plan, growth, strict=True), start=1):
             line_rows.append(
                 {
                     "org_id": org_id,
@@ -411,7 +461,8 @@ def _apply_chunk(
                     "points_redeemed": 0,
                     "points_value_fen": 0,
                     "paid_fen": p.paid_fen,
-                    "points_earned": p.points_earned if earned else 0,
+                    "points_earned": p.points_earned,
+                    "growth_earned": gv,
                     "returned_quantity": 0,
                 }
             )
@@ -423,7 +474,9 @@ def _apply_chunk(
     session.execute(insert(OrderLine), line_rows)
     if payments:
         session.execute(insert(OrderPayment), payments)
-    for (g, member_id), order_id, no, (plan, earned) in zip(todo, order_ids, numbers, plans, strict=True):
+    for (g, member_id), order_id, no, (plan, earned), growth in zip(
+        todo, order_ids, numbers, plans, growths, strict=True
+    ):
         out.created += 1
         out.lines += len(g.lines)
         if member_id is None:
@@ -441,10 +494,12 @@ def _apply_chunk(
                 stats.LineFact(line.category, line.quantity, p.amount_fen)
                 for line, p in zip(g.lines, plan, strict=True)
             ],
+            month=tiers.month_key(g.occurred_at, tz),
         )
-        if earned:
+        if earned or sum(growth):
             account = points.ensure_account(session, org_id, member_id, program.id)
             account = points.lock_account(session, account.id)
+        if earned:
             points.earn(
                 session,
                 account,
@@ -456,8 +511,12 @@ def _apply_chunk(
                     actor=actor,
                     at=g.occurred_at,
                 ),
+                expires_at=points.expiry_of(program, g.occurred_at, tz),
+                available_at=g.occurred_at + timedelta(days=program.pending_days),
             )
             out.points_earned += earned
+        if sum(growth):
+            points.add_growth(session, account, sum(growth), "order", order_id=order_id, at=g.occurred_at)
     session.flush()
     audit.record(
         session,
@@ -468,22 +527,6 @@ def _apply_chunk(
         details={"created": out.created, "lines": out.lines, "points_earned": out.points_earned},
     )
     return out
-
-
-def _explanation(program: PointsProgram, g: OrderGroup, plan: list[Any], earned: int) -> list[dict[str, Any]]:
-    rate = program.earn_points_per_yuan
-    return [
-        {
-            "rule": "base_rate",
-            "label_zh": f"基础积分：实付每 1 元得 {rate} 积分（按行向下取整）",
-            "label_en": f"Base rate: {rate} point(s) per yuan paid, rounded down per line",
-            "points": earned,
-            "lines": [
-                {"line_no": i, "sku": line.sku, "eligible_fen": p.paid_fen, "points": p.points_earned}
-                for i, (line, p) in enumerate(zip(g.lines, plan, strict=True), start=1)
-            ],
-        }
-    ]
 
 
 def import_orders_file(

@@ -26,7 +26,7 @@ from onemember.points import service as points
 from onemember.tiers import service as tiers
 
 log = logging.getLogger(__name__)
-JOBS = ("expire", "remind", "birthday", "tiers")
+JOBS = ("expire", "remind", "birthday", "tiers", "coupons")
 DAILY_HOUR = 2
 
 
@@ -39,6 +39,10 @@ def _run_one(session: Session, org: Org, name: str, now: datetime) -> dict[str, 
         return {"members": points_jobs.remind_expiring(session, org.id, program, now, org.timezone)}
     if name == "birthday":
         return {"members": points_jobs.birthday_gifts(session, org.id, program, now, org.timezone)}
+    if name == "coupons":
+        from onemember.coupons.service import expire_coupons
+
+        return {"expired": expire_coupons(session, org.id, now)}
     if name == "tiers":
         tier_set = tiers.active_set(session, program.id)
         return tiers.review_all(session, tier_set, now, org.timezone) if tier_set else {}

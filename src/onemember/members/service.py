@@ -369,9 +369,19 @@ def merge_members(
 ) -> MemberMerge:
     """Fold ``merged`` into ``survivor`` in one transaction: orders, returns, points, identities, tags, stats.
 
-    The merged member number keeps resolving to the survivor. Locks both accounts in id order.
+    The merged member number keeps resolving to the survivor. Locks both member rows, then both
+    accounts, each pair in id order, and checks again under the locks (two opposite merges at once
+    cannot both succeed).
     """
     principal.require_role(MERGE_ROLES, "合并会员", "merge members")
+    _check_mergeable(survivor, merged)
+    for member_id in sorted([survivor.id, merged.id]):
+        session.scalar(
+            select(Member)
+            .where(Member.id == member_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     _check_mergeable(survivor, merged)
     preview = merge_preview(session, survivor, merged)
     program = points.default_program(session, principal.org_id)
@@ -398,6 +408,9 @@ def merge_members(
         else:
             tag.member_id = survivor.id
     stats.merge_into(session, survivor_id=survivor.id, merged_id=merged.id)
+    from onemember.coupons.service import move_on_merge
+
+    move_on_merge(session, merged.id, survivor.id)
     merged.status = MemberStatus.MERGED
     merged.merged_into_id = survivor.id
     merged.updated_at = survivor.updated_at = utcnow()
@@ -421,6 +434,11 @@ def merge_members(
         reason=reason,
         details=record.moved,
     )
+    # The survivor may now qualify for a higher tier (growth or spend of both).
+    from onemember.org.service import get_org
+    from onemember.tiers.service import after_activity
+
+    after_activity(session, program, survivor, utcnow(), get_org(session, principal.org_id).timezone)
     events.emit(
         session,
         principal.org_id,

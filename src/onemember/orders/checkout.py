@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from onemember.auth.principal import TILL_ROLES, Principal
 from onemember.common.types import MemberStatus
+from onemember.coupons import calculations as coupon_calc
+from onemember.coupons import service as coupon_service
 from onemember.db import utcnow
 from onemember.events import service as events
 from onemember.members import service as members
@@ -24,7 +26,14 @@ from onemember.members.models import Member
 from onemember.orders.errors import DuplicateClientOrder, InvalidOrder, PaymentMismatch
 from onemember.orders.models import Order, OrderLine, OrderPayment
 from onemember.orders.numbers import public_no
-from onemember.orders.schemas import CheckoutIn, CheckoutOut, EarnLineOut, EarnRuleOut, OrderLineOut
+from onemember.orders.schemas import (
+    CheckoutIn,
+    CheckoutOut,
+    EarnLineOut,
+    EarnRuleOut,
+    MemberRefIn,
+    OrderLineOut,
+)
 from onemember.org import service as org_service
 from onemember.org.models import Store
 from onemember.points import calculations as calc
@@ -35,6 +44,7 @@ from onemember.points.errors import InvalidRedeemAmount
 from onemember.points.models import PointAccount, PointEntry, PointsProgram
 from onemember.segments import stats
 from onemember.segments.models import MemberStats
+from onemember.settlement import service as settlement
 from onemember.tiers import service as tiers
 
 
@@ -90,6 +100,11 @@ class Quote:
     earn: earning.EarnResult | None
     tier_code: str | None
     account: PointAccount | None = None
+    coupon_app: coupon_service.Application | None = None
+
+    @property
+    def coupon_discount_fen(self) -> int:
+        return sum(self.coupon_app.line_discounts) if self.coupon_app is not None else 0
 
     @property
     def earned(self) -> int:
@@ -107,7 +122,7 @@ def _earned_today(session: Session, account_id: int, now: datetime, tz: str) -> 
     return int(total or 0)
 
 
-def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: bool) -> Quote:
+def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: bool, _depth: int = 0) -> Quote:
     """Price a basket for a member at a store: member price, points payment, points and growth earned.
 
     With ``lock`` the member's account and the store-bonus budgets are locked for the checkout that follows.
@@ -133,12 +148,44 @@ def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: boo
     account = None
     if member is not None:
         account = points.ensure_account(session, principal.org_id, member.id, program.id, lock=lock)
+        if lock:
+            # A merge may have folded this member into another while we waited for the lock.
+            member = session.scalar(
+                select(Member).where(Member.id == member.id).execution_options(populate_existing=True)
+            )
+            assert member is not None
+            if member.status == MemberStatus.MERGED and _depth < 3:
+                survivor = members.by_member_no(session, principal.org_id, member.member_no)
+                again = data.model_copy(update={"member": MemberRefIn(member_no=survivor.member_no)})
+                return quote(session, principal, again, lock=lock, _depth=_depth + 1)
+            if member.status != MemberStatus.ACTIVE:
+                raise MemberNotFound()
     level = tiers.current_level(session, program, member) if member is not None else None
     amounts = [line.quantity * line.unit_price_fen for line in data.lines]
     discount_pct = level.discount_pct if level is not None else 0
     line_discounts = [a * discount_pct // 100 for a in amounts]
     total = sum(amounts)
     net = [a - d for a, d in zip(amounts, line_discounts, strict=True)]
+    application: coupon_service.Application | None = None
+    if data.coupon_codes:
+        if member is None:
+            raise InvalidOrder("优惠券需要会员", "Coupons need a member", code="coupons.member_required")
+        # After the account lock: returns take the account before the coupon rows too (no deadlock).
+        coupon_lines = [
+            coupon_calc.Line(i, line.sku, line.category, line.quantity, n)
+            for i, (line, n) in enumerate(zip(data.lines, net, strict=True), start=1)
+        ]
+        application = coupon_service.apply_coupons(
+            session,
+            member,
+            store,
+            coupon_lines,
+            data.coupon_codes,
+            tier_discount_applied=discount_pct > 0,
+            lock=lock,
+        )
+        line_discounts = [d + c for d, c in zip(line_discounts, application.line_discounts, strict=True)]
+        net = [n - c for n, c in zip(net, application.line_discounts, strict=True)]
     unit = calc.redeem_unit(program.redeem_points_per_yuan)
     if data.redeem_points % unit:
         raise InvalidRedeemAmount(
@@ -204,6 +251,7 @@ def quote(session: Session, principal: Principal, data: CheckoutIn, *, lock: boo
         result,
         level.code if level else None,
         account,
+        application,
     )
 
 
@@ -280,6 +328,8 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
     )
     session.add(order)
     session.flush()
+    if q.coupon_app is not None:
+        coupon_service.redeem_applied(session, q.coupon_app, order.id, store.id, now)
     line_rows = [
         OrderLine(
             org_id=principal.org_id,
@@ -315,7 +365,11 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         balance_before = account.balance
         if data.redeem_points:
             ctx.reason = f"订单 {order.order_no} 积分抵扣 {q.value_fen} 分"
-            points.redeem(session, account, data.redeem_points, ctx)
+            redeem_entry = points.redeem(session, account, data.redeem_points, ctx)
+            # Points issued by other stores were spent here: record who owes whom (in the sale's month).
+            settlement.record_points_redemption(
+                session, principal.org_id, redeem_entry.id, store.id, at=occurred
+            )
         if earned:
             debt_before = account.debt
             ctx.reason = f"订单 {order.order_no} 消费得积分"
@@ -388,6 +442,7 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         occurred_at=occurred,
         total_fen=q.total_fen,
         discount_fen=q.discount_fen,
+        coupon_discount_fen=q.coupon_discount_fen,
         tier_code=q.tier_code,
         points_redeemed=data.redeem_points,
         points_value_fen=q.value_fen,

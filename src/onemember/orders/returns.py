@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from onemember.audit import service as audit
 from onemember.auth.principal import TILL_ROLES, Principal
 from onemember.common.types import EntryKind, ShortfallPolicy
+from onemember.coupons import service as coupon_service
 from onemember.db import utcnow
 from onemember.errors import Conflict
 from onemember.events import service as events
@@ -30,6 +31,7 @@ from onemember.points import calculations as calc
 from onemember.points import service as points
 from onemember.points.models import PointAccount, PointEntry
 from onemember.segments import stats
+from onemember.settlement import service as settlement
 from onemember.tiers.service import month_key
 
 
@@ -95,6 +97,8 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     program = points.default_program(session, principal.org_id)
 
     now = utcnow()
+    # Coupons used on the order: take back the returned units' share; restore or void per template.
+    coupon_service.on_return(session, order.id, sorted(wanted.items()), at=now)
     parts = []
     for line_no, qty in sorted(wanted.items()):
         line = lines[line_no]
@@ -172,7 +176,8 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
         if refunded_pts:
             redeem_entry = _entry_of(session, order.id, EntryKind.REDEEM)
             ctx.reason = f"退货 {ret.return_no} 退还抵扣积分"
-            points.refund_redeemed(session, account, refunded_pts, redeem_entry, ctx)
+            refund_entry = points.refund_redeemed(session, account, refunded_pts, redeem_entry, ctx)
+            settlement.record_points_refund(session, principal.org_id, refund_entry.id, at=ret.occurred_at)
         if reversed_pts:
             earn_entry = _entry_of(session, order.id, EntryKind.EARN)
             ctx.reason = f"退货 {ret.return_no} 扣回消费积分"
@@ -214,6 +219,8 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     order.status = "returned" if fully else "partially_returned"
     original_store = session.get(Store, order.store_id)
     assert original_store is not None
+    # The original store sold it, this store pays the refund: the original store owes it.
+    settlement.record_cross_store_return(session, ret.id)
     audit.record(
         session,
         principal,

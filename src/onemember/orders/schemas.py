@@ -56,6 +56,7 @@ class CheckoutIn(BaseModel):
     occurred_at: AwareDatetime | None = None
     lines: list[LineIn] = Field(min_length=1, max_length=500)
     redeem_points: int = Field(default=0, ge=0, le=10**9)
+    coupon_codes: list[str] = Field(default_factory=list, max_length=20)
     payments: list[PaymentIn] = Field(default_factory=list, max_length=20)
 
 
@@ -104,6 +105,7 @@ class CheckoutOut(BaseModel):
     occurred_at: datetime
     total_fen: int
     discount_fen: int = 0
+    coupon_discount_fen: int = 0
     tier_code: str | None = None
     points_redeemed: int
     points_value_fen: int

@@ -7,10 +7,10 @@ exactly one entry, moves lots and updates the cached balance and debt so that th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from onemember.common.types import EntryKind
@@ -125,17 +125,34 @@ def _write_entry(
 
 
 def _spendable_lots(
-    session: Session, account_id: int, now: datetime, first_lot_ids: list[int]
+    session: Session,
+    account_id: int,
+    now: datetime,
+    first_lot_ids: list[int],
+    *,
+    taking_back: bool = False,
 ) -> list[PointLot]:
-    """Open lots in spending order: the given lots first, then soonest-expiring (never-expiring last)."""
+    """Open lots in spending order: the given lots first, then soonest-expiring (never-expiring last).
+
+    A member spends only available, unexpired points. Taking points back (a return, a debt offset)
+    may use every open lot: expired ones the sweep has not reached yet first, pending ones last.
+    """
+    # Lots restored earlier in this transaction must be seen (the session does not autoflush).
+    session.flush()
+    query = select(PointLot).where(PointLot.account_id == account_id, PointLot.remaining > 0)
+    if not taking_back:
+        query = query.where(
+            PointLot.available_at <= now, or_(PointLot.expires_at.is_(None), PointLot.expires_at > now)
+        )
     lots = list(
         session.scalars(
-            select(PointLot)
-            .where(PointLot.account_id == account_id, PointLot.remaining > 0, PointLot.available_at <= now)
-            .order_by(PointLot.expires_at.asc().nulls_last(), PointLot.earned_at, PointLot.id)
-            .with_for_update()
+            query.order_by(
+                PointLot.expires_at.asc().nulls_last(), PointLot.earned_at, PointLot.id
+            ).with_for_update()
         )
     )
+    if taking_back:
+        lots.sort(key=lambda lot: 1 if lot.available_at > now else 0)
     if first_lot_ids:
         lots.sort(key=lambda lot: 0 if lot.id in first_lot_ids else 1)
     return lots
@@ -230,16 +247,11 @@ def reverse_earn(
         if earn_entry_id
         else []
     )
-    lots = _spendable_lots(session, account.id, now, own)
-    # A pending lot of this order (not yet available) can be cancelled as well.
-    if own:
-        pending = session.scalars(
-            select(PointLot).where(PointLot.id.in_(own), PointLot.available_at > now).with_for_update()
-        )
-        lots = list(pending) + lots
+    # The order's own lot first (pending or not), then every other open lot.
+    lots = _spendable_lots(session, account.id, now, own, taking_back=True)
     taken = min(points, sum(lot.remaining for lot in lots))
     shortfall = points - taken
-    ctx.reverses_entry_id = earn_entry_id
+    ctx = replace(ctx, reverses_entry_id=earn_entry_id)
     entry = _write_entry(session, account, EntryKind.EARN_REVERSAL, -points, shortfall, ctx)
     account.lifetime_earned -= points
     _consume(session, lots, taken, entry)
@@ -253,7 +265,7 @@ def refund_redeemed(
     if points <= 0:
         raise ValueError("refund_redeemed needs a positive amount")
     repay = min(account.debt, points)
-    ctx.reverses_entry_id = redeem_entry_id
+    ctx = replace(ctx, reverses_entry_id=redeem_entry_id)
     entry = _write_entry(session, account, EntryKind.REDEEM_REFUND, points, -repay, ctx)
     account.lifetime_redeemed -= points
     to_restore = points - repay
@@ -325,21 +337,31 @@ def settle_debt(
 
 
 def offset_debt(session: Session, account: PointAccount, ctx: EntryContext) -> PointEntry | None:
-    """Use spendable points to cancel debt (after a merge brings both into one account)."""
-    amount = min(account.balance, account.debt)
+    """Use the account's open points (pending ones last) to cancel debt, after a merge brings both into
+    one account."""
+    if min(account.balance, account.debt) <= 0:
+        return None
+    lots = _spendable_lots(session, account.id, ctx.at or utcnow(), [], taking_back=True)
+    amount = min(account.debt, sum(lot.remaining for lot in lots))
     if amount <= 0:
         return None
-    lots = _spendable_lots(session, account.id, ctx.at or utcnow(), [])
     entry = _write_entry(session, account, EntryKind.DEBT_OFFSET, 0, -amount, ctx)
     left = _consume(session, lots, amount, entry)
-    assert left == 0
+    if left:
+        raise RuntimeError("debt offset could not consume the lots it counted")
     return entry
 
 
 def move_account(session: Session, source: PointAccount, target: PointAccount, ctx: EntryContext) -> int:
     """Move everything of ``source`` into ``target`` (a member merge); returns the net points moved."""
+    if source.growth_value:
+        growth = source.growth_value
+        add_growth(session, source, -growth, "merge_out", at=ctx.at)
+        add_growth(session, target, growth, "merge_in", at=ctx.at)
     net, debt = source.balance - source.debt, source.debt
     if source.balance == 0 and debt == 0:
+        target.lifetime_earned += source.lifetime_earned
+        target.lifetime_redeemed += source.lifetime_redeemed
         return 0
     _write_entry(session, source, EntryKind.MERGE_OUT, -net, -debt, ctx)
     session.execute(
@@ -350,6 +372,7 @@ def move_account(session: Session, source: PointAccount, target: PointAccount, c
     _write_entry(session, target, EntryKind.MERGE_IN, net, debt, ctx)
     target.lifetime_earned += source.lifetime_earned
     target.lifetime_redeemed += source.lifetime_redeemed
+
     offset_debt(session, target, ctx)
     return net
 

@@ -1,0 +1,1 @@
+"""Coupons (优惠券): templates, issuance, validation at the till, redemption, returns and gifting."""
