@@ -36,6 +36,8 @@ from typing import Any
 from common import (
     ADMIN_URL,
     CpuMeter,
+    _backends_of,
+    _proc_ticks,
     create_database,
     database_exists,
     database_url,
@@ -458,6 +460,12 @@ def print_verify(label: str, v: dict[str, Any]) -> None:
 # --- the product, in a child process ----------------------------------------------------------------
 
 
+def db_cpu(dbname: str) -> float:
+    """CPU seconds the PostgreSQL backends connected to ``dbname`` have used so far."""
+    ticks = _proc_ticks()
+    return sum(ticks.get(pid, 0) for pid in _backends_of(dbname)) / os.sysconf("SC_CLK_TCK")
+
+
 def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
     """Runs ``run_daily(only=("expire", "tiers"))`` and writes the timings, the statements sent and the
     CPU this process used to ``out``; while it runs, ``out`` holds the progress so far (for a run the
@@ -471,13 +479,14 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
     factory = make_sessionmaker(engine)
     statements: dict[str, Tally[str]] = {}
     current = ["setup"]
-    marks: list[tuple[str, float, float]] = []
+    marks: list[tuple[str, float, float, float]] = []
+    dbname = dbname_of(url)
     state: dict[str, Any] = {"finished": False, "tier_batches": 0}
 
     def dump(**extra: Any) -> None:
         state.update(extra)
         state["statements"] = {k: dict(v) for k, v in statements.items()}
-        state["marks"] = [(job, at - t0, cpu - c0) for job, at, cpu in marks]
+        state["marks"] = [(job, at - t0, cpu - c0) for job, at, cpu, _db in marks]
         state["elapsed"], state["elapsed_cpu"] = time.perf_counter() - t0, time.process_time() - c0
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, default=str))
@@ -488,7 +497,11 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
         tally = statements.setdefault(current[0], Tally())
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
         tally[verb] += 1
-        tally[f"{verb} rows"] += len(params) if executemany and params else 1
+        # executemany: one parameter set per row; a multi-row INSERT … VALUES (SQLAlchemy's
+        # "insertmanyvalues", its RETURNING batches) arrives as one flat parameter set
+        many = executemany and isinstance(params, list | tuple) and params
+        many = many and isinstance(params[0], tuple | list | dict)
+        tally[f"{verb} rows"] += len(params) if many else 1
         if (
             current[0] == "tiers"
             and statement.startswith("SELECT member_tiers.")
@@ -499,7 +512,7 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
 
     def progress(_org: str, job: str) -> None:
         current[0] = job
-        marks.append((job, time.perf_counter(), time.process_time()))
+        marks.append((job, time.perf_counter(), time.process_time(), db_cpu(dbname)))
         dump()
 
     with engine.connect() as conn:  # the pool's first connection, outside the timing
@@ -509,9 +522,9 @@ def product_child(url: str, now: datetime, org_id: int, out: Path) -> None:
     t1, c1 = time.perf_counter(), time.process_time()
     engine.dispose()
     jobs = {}
-    ends = [*marks[1:], ("end", t1, c1)]
-    for (job, start, cpu), (_next, end, cpu_end) in zip(marks, ends, strict=True):
-        jobs[job] = {"seconds": end - start, "python_cpu": cpu_end - cpu}
+    ends = [*marks[1:], ("end", t1, c1, db_cpu(dbname))]
+    for (job, start, cpu, db), (_next, end, cpu_end, db_end) in zip(marks, ends, strict=True):
+        jobs[job] = {"seconds": end - start, "python_cpu": cpu_end - cpu, "db_cpu": db_end - db}
     dump(
         finished=True,
         seconds=t1 - t0,
@@ -584,7 +597,7 @@ def run_product(
     data["timed_out"] = True
     data["seconds"] = data.get("elapsed", timeout)
     data["python_cpu"] = cpu.app_seconds  # the whole child, start-up included
-    marks = dict((job, at) for job, at, _cpu in data.get("marks", []))
+    marks = {job: at for job, at, _cpu in data.get("marks", [])}
     if "tiers" in marks:
         data["jobs"] = {"expire": {"seconds": marks["tiers"] - marks.get("expire", 0.0)}}
         reviewed = max(0, data["tier_batches"] - 1) * 5000
@@ -738,21 +751,21 @@ def run_sql(url: str, meta: dict[str, Any], timeout: float) -> dict[str, Any]:
         "first_month": _months_back(month_key(now, TZ), 11),
     }
     out: dict[str, Any] = {"jobs": {}}
-    with CpuMeter(dbname_of(url)) as cpu, psycopg.connect(url) as conn:
+    dbname = dbname_of(url)
+    with CpuMeter(dbname) as cpu, psycopg.connect(url) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
         conn.commit()
-        c0 = time.process_time()
-        t0 = time.perf_counter()
+        c0, t0, d0 = time.process_time(), time.perf_counter(), db_cpu(dbname)
         accounts, pts, movements, lots = conn.execute(EXPIRE_SQL, params).fetchone()
         conn.commit()
-        t1 = time.perf_counter()
+        t1, d1 = time.perf_counter(), db_cpu(dbname)
         basis = BASIS_SQL[meta["basis"]]
         updated, changes, events, reasons = conn.execute(TIERS_SQL.format(basis=basis), params).fetchone()
         conn.commit()
-        t2 = time.perf_counter()
+        t2, d2 = time.perf_counter(), db_cpu(dbname)
         c1 = time.process_time()
-    out["jobs"]["expire"] = {"seconds": t1 - t0}
-    out["jobs"]["tiers"] = {"seconds": t2 - t1}
+    out["jobs"]["expire"] = {"seconds": t1 - t0, "db_cpu": d1 - d0}
+    out["jobs"]["tiers"] = {"seconds": t2 - t1, "db_cpu": d2 - d1}
     out["seconds"] = t2 - t0
     out["python_cpu"] = c1 - c0
     out["db_cpu"] = cpu.db_seconds
@@ -981,25 +994,22 @@ def main() -> None:
             print(f"  {key:28} {p['touched'][key]:>12,} {s['touched'][key]:>14,}")
 
     n = meta["members"]
-    print(
-        f"\n{'':24} {'wall s':>8} {'expire s':>9} {'tiers s':>8} {'Python s':>9} {'PG s':>7} "
-        f"{'CPU ms/1k members':>18}"
-    )
+    print(f"\n{'':26} {'wall s':>8} {'Python CPU s':>13} {'PG CPU s':>9} {'CPU ms per 1k members':>22}")
     rows = []
     for label, r in (("product (run_daily)", product), ("hand-written SQL", sql)):
         if r.get("timed_out"):
-            print(f"{label:24} {'> ' + str(int(r['seconds'])):>8}")
+            print(f"{label:26} {'> ' + str(int(r['seconds'])):>8}")
             continue
-        expire_s = r["jobs"].get("expire", {}).get("seconds", float("nan"))
-        tiers_s = r["jobs"].get("tiers", {}).get("seconds", float("nan"))
-        cpu_ms = 1000 * (r["python_cpu"] + r["db_cpu"]) / n * 1000
-        print(
-            f"{label:24} {r['seconds']:>8.1f} {expire_s:>9.1f} {tiers_s:>8.1f} {r['python_cpu']:>9.1f} "
-            f"{r['db_cpu']:>7.1f} {cpu_ms:>18.1f}"
-        )
+        parts = [(f"  {job}", j) for job, j in r["jobs"].items()] + [("  total", r)]
+        print(label)
+        for name, j in parts:
+            py = j.get("python_cpu", 0.0)
+            db = j.get("db_cpu", float("nan"))
+            print(f"{name:26} {j['seconds']:>8.1f} {py:>13.1f} {db:>9.1f} {1e6 * (py + db) / n:>22.1f}")
         rows.append(
             {"name": label, "seconds": r["seconds"], "python_cpu": r["python_cpu"], "db_cpu": r["db_cpu"]}
         )
+    print("  (Python CPU of the hand-written run: this process, i.e. psycopg and the CPU meter)")
     ratio = None
     if not product.get("timed_out"):
         ratio = product["seconds"] / sql["seconds"]
@@ -1017,7 +1027,7 @@ def main() -> None:
             f"expire {product['jobs']['expire']['seconds'] / sql['jobs']['expire']['seconds']:.1f}×)"
         )
     if product.get("statements"):
-        print("statements the product sent (executemany counted once; 'rows' = parameter sets):")
+        print("statements the product sent (an executemany counts once; 'rows': its parameter sets):")
         for job, tally in product["statements"].items():
             print(f"  {job:7} " + ", ".join(f"{k} {v:,}" for k, v in sorted(tally.items())))
     if product.get("profile"):

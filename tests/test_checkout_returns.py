@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -403,3 +404,13 @@ def test_member_orders_and_ledger_visible_from_any_store(app_client: TestClient,
         (20, 10, "A"),
         (29, 29, "B"),
     ]
+
+
+def test_order_number_clash_draws_another(
+    app_client: TestClient, chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = checkout(app_client, chain, "A", None, [line("X", 1, 100)])
+    numbers = iter([first["order_no"], "S2611230000000001"])
+    monkeypatch.setattr("onemember.orders.checkout.public_no", lambda *_: next(numbers))
+    second = checkout(app_client, chain, "A", None, [line("Y", 1, 100)])
+    assert second["order_no"] == "S2611230000000001"

@@ -27,6 +27,7 @@ from onemember.points import service as points_service
 from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement
 from onemember.points.verify import verify
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.settlement.verify import verify_settlement
 from onemember.tiers.models import MemberMonthlyStats
 
 
@@ -214,6 +215,24 @@ def _assert_consistent(s: Session, org_id: int) -> None:
         select(PointLot.earned_at, PointLot.expires_at).where(PointLot.org_id == org_id).limit(200)
     ):
         assert expires_at == points_service.expiry_of(program, earned_at, "Asia/Shanghai")
+    # Points redeemed at one store but issued by another are settled between them, as checkout does.
+    settled = verify_settlement(s, org_id)
+    assert settled.ok, settled.problems[:5]
+    cross = 0
+    for entry_id, redeem_store in s.execute(
+        select(PointEntry.id, PointEntry.store_id).where(
+            PointEntry.org_id == org_id, PointEntry.kind == EntryKind.REDEEM
+        )
+    ):
+        issuers = set(
+            s.scalars(
+                select(PointLot.store_id)
+                .join(PointLotMovement, PointLotMovement.lot_id == PointLot.id)
+                .where(PointLotMovement.entry_id == entry_id)
+            )
+        )
+        cross += bool(issuers - {redeem_store})
+    assert settled.sources == cross
     report = verify(s, org_id)
     assert report.ok, report.problems[:5]
 
@@ -299,6 +318,7 @@ def test_demo_expires_points_at_year_end(factory: sessionmaker[Session]) -> None
         factory, org_code="demo-expiry", members=150, stores=3, days=500, seed=3, console=None, now=now
     )
     assert result.points_expired > 0
+    assert result.settlement_entries > 0
     with factory() as s:
         _assert_consistent(s, result.org_id)
         # Lots earned in 2024 (Asia/Shanghai) expired at the end of 2025 and are used up.

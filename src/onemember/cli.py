@@ -107,9 +107,13 @@ def demo(
         if if_empty and session.scalar(select(func.count()).select_from(Org)):
             console.print("an org exists already; demo data not loaded")
             return
-    result = generate(
-        factory, org_code=org_code, members=members, stores=stores, days=days, seed=seed, console=console
-    )
+    try:
+        result = generate(
+            factory, org_code=org_code, members=members, stores=stores, days=days, seed=seed, console=console
+        )
+    except DomainError as err:
+        _fail(err)
+        return
     console.print(result.summary())
 
 
@@ -207,6 +211,9 @@ def import_orders(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX")],
     org: OrgOpt = None,
     report: Annotated[Path | None, typer.Option(help="Write rejected rows with reasons here (CSV)")] = None,
+    earn_points: Annotated[
+        bool, typer.Option("--earn-points", help="Earn points at the base rate on the imported orders")
+    ] = False,
 ) -> None:
     """Import historical orders so analytics have history from day one."""
     from onemember.imports import import_orders_file
@@ -214,7 +221,9 @@ def import_orders(
     factory = _factory()
     with factory() as session:
         org_id = _org(session, org).id
-    result = import_orders_file(factory, org_id, file, console=console, report_path=report)
+    result = import_orders_file(
+        factory, org_id, file, console=console, report_path=report, earn_points=earn_points
+    )
     console.print(result.summary())
     if result.rejected:
         sys.exit(3)

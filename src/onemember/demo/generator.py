@@ -75,6 +75,8 @@ from onemember.points.models import (
     PointsProgram,
 )
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.settlement import service as settlement
+from onemember.settlement.models import SettlementEntry, SettlementPeriod
 from onemember.tiers.models import MemberMonthlyStats
 
 CHUNK = 2000  # members simulated and written per batch
@@ -207,6 +209,27 @@ GROWTH_COLS = (
     "created_at",
 )
 MONTHLY_COLS = ("member_id", "month", "org_id", "orders", "spend_fen")
+SETTLEMENT_COLS = (
+    "id",
+    "org_id",
+    "period",
+    "business_month",
+    "kind",
+    "debtor_key",
+    "creditor_key",
+    "amount_fen",
+    "points",
+    "order_id",
+    "return_id",
+    "point_entry_id",
+    "reverses_id",
+    "source_ref",
+    "reason",
+    "actor",
+    "details",
+    "occurred_at",
+    "created_at",
+)
 STATS_COLS = (
     "member_id",
     "org_id",
@@ -254,6 +277,7 @@ class DemoResult:
     points_earned: int = 0
     points_redeemed: int = 0
     points_expired: int = 0
+    settlement_entries: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -270,7 +294,8 @@ class DemoResult:
             f"{self.walk_in_orders:,} walk-in), {self.order_lines:,} lines, "
             f"sales ¥{self.sales_fen / 100:,.2f}",
             f"  points: {self.points_earned:,} earned, {self.points_redeemed:,} redeemed in "
-            f"{self.redeeming_orders:,} orders, {self.points_expired:,} expired",
+            f"{self.redeeming_orders:,} orders ({self.settlement_entries:,} settled between stores), "
+            f"{self.points_expired:,} expired",
             f"  log in as HQ: admin / {ADMIN_PASSWORD};  store manager: sh01_mgr / {STORE_PASSWORD}",
         ]
         return "\n".join(lines)
@@ -303,6 +328,7 @@ class Calendar:
         # Traffic of an ordinary year, so a member's yearly rate means the same for any window.
         self.year_weight = sum(day_profile(local_today - timedelta(days=i))[0] for i in range(365))
         self.months = [d.year * 100 + d.month for d in self.days]
+        self.month_tags = [f"{d.year:04d}-{d.month:02d}" for d in self.days]
         # When points earned on each day expire; set from the program's policy by the generator.
         self.expiry: list[datetime | None] = [None] * days
         self.hour_cum = list(accumulate(HOUR_WEIGHTS))
@@ -417,6 +443,7 @@ class _Buffers:
         self.lots: list[tuple[Any, ...]] = []
         self.movements: list[tuple[Any, ...]] = []
         self.growth: list[tuple[Any, ...]] = []
+        self.settlement: list[tuple[Any, ...]] = []
         self.monthly: list[tuple[Any, ...]] = []
         self.stats: list[tuple[Any, ...]] = []
         self.store_stats: list[tuple[Any, ...]] = []
@@ -435,6 +462,7 @@ class _Buffers:
             (table_of(PointLot), LOT_COLS, self.lots),
             (table_of(PointLotMovement), MOVEMENT_COLS, self.movements),
             (table_of(GrowthEntry), GROWTH_COLS, self.growth),
+            (table_of(SettlementEntry), SETTLEMENT_COLS, self.settlement),
             (table_of(MemberStats), STATS_COLS, self.stats),
             (table_of(MemberStoreStats), STORE_STATS_COLS, self.store_stats),
             (table_of(MemberCategoryStats), CATEGORY_STATS_COLS, self.category_stats),
@@ -458,6 +486,7 @@ class _Ids:
         self.lot = writer.first_free_id(table_of(PointLot))
         self.movement = writer.first_free_id(table_of(PointLotMovement))
         self.growth = writer.first_free_id(table_of(GrowthEntry))
+        self.settlement = writer.first_free_id(table_of(SettlementEntry))
 
 
 # --- the simulator -----------------------------------------------------------------------------------
@@ -473,6 +502,7 @@ class _Simulator:
         ids: _Ids,
         result: DemoResult,
         rules: list[earning.Rule],
+        policy: settlement.PointsPolicy,
     ) -> None:
         self.rng = rng
         self.chain = chain
@@ -485,6 +515,9 @@ class _Simulator:
         self.growth_rate = program.growth_per_yuan
         self.pending = timedelta(days=program.pending_days)
         self.rules = rules
+        self.policy = policy
+        self.labels = {s.id: s.code for s in chain.stores}
+        self.periods: set[str] = set()
         self.cal = cal
         self.ids = ids
         self.result = result
@@ -917,7 +950,7 @@ class _Simulator:
             buf.payments.append((ids.payment, org, order_id, method, due))
             ids.payment += 1
         if redeem:
-            self._redeem(m, redeem, store, order_id, at, f"订单 {order_no} 积分抵扣 {value_fen} 分")
+            self._redeem(m, redeem, store, order_id, at, day, f"订单 {order_no} 积分抵扣 {value_fen} 分")
         if earned:
             self._earn(m, earned, store, order_id, at, day, f"订单 {order_no} 消费得积分")
             m.earned_on[day] = m.earned_on.get(day, 0) + earned
@@ -999,21 +1032,55 @@ class _Simulator:
         self.result.points_earned += points
 
     def _redeem(
-        self, m: _Member, points: int, store: StoreInfo, order_id: int, at: datetime, reason: str
+        self, m: _Member, points: int, store: StoreInfo, order_id: int, at: datetime, day: int, reason: str
     ) -> None:
         entry_id = self._entry(m, EntryKind.REDEEM, -points, store.id, order_id, at, reason, store.actor)
         m.redeemed += points
         left = points
+        per_issuer: dict[int, int] = {}
         while left:
             lot = m.lots[m.head]
             take = min(lot.remaining, left)
             lot.remaining -= take
             left -= take
             self._move(lot, entry_id, -take, at)
+            issuer = settlement.party(lot.store_id)
+            per_issuer[issuer] = per_issuer.get(issuer, 0) + take
             if lot.remaining == 0:
                 m.head += 1
         self.result.points_redeemed += points
         self.result.redeeming_orders += 1
+        # Points issued by another store: that store owes this one their value (the program's policy),
+        # as settlement.record_points_redemption writes at a live checkout.
+        for share in settlement.redemption_shares(per_issuer, store.id, self.policy):
+            month = self.cal.month_tags[day]
+            self.periods.add(month)
+            self.buf.settlement.append(
+                (
+                    self.ids.settlement,
+                    self.org_id,
+                    month,
+                    month,
+                    str(settlement.Kind.POINTS_REDEEMED),
+                    share.debtor,
+                    store.id,
+                    share.amount_fen,
+                    share.points,
+                    order_id,
+                    None,
+                    entry_id,
+                    None,
+                    f"pe:{entry_id}",
+                    f"{store.code} 兑用 {self.labels.get(share.debtor, '总部')} 承担的积分 "
+                    f"{share.points} 分，结算 {share.amount_fen} 分",
+                    store.actor,
+                    self.policy.details(),
+                    at,
+                    at,
+                )
+            )
+            self.ids.settlement += 1
+            self.result.settlement_entries += 1
 
     def _expire(self, m: _Member, now: datetime) -> None:
         """Lots past their expiry expire in one entry per expiry moment (lots run soonest-expiring first)."""
@@ -1217,6 +1284,7 @@ def _generate(
     session.flush()
     cal.expiry = [points_service.expiry_of(program, start, tz_name) for start in cal.starts]
     rules = rules_service.rules_in_force(session, program, now)
+    policy = settlement.points_policy(session, program)
     result = DemoResult(
         org_id=chain.org.id,
         org_code=org_code,
@@ -1229,7 +1297,7 @@ def _generate(
     )
     last_seq = next_value(session, chain.org.id, "member_no", members) if members else 0
     writer = BulkWriter(session)
-    sim = _Simulator(rng, chain, program, cal, _Ids(writer), result, rules)
+    sim = _Simulator(rng, chain, program, cal, _Ids(writer), result, rules, policy)
     progress.advance(task)
 
     # The next batch is computed while a writer thread stores the previous one.
@@ -1254,6 +1322,20 @@ def _generate(
         writer.drain()
 
     task = progress.add_task("索引统计 sequences & stats", total=1)
+    # Settlement entries land in their business month's period, open as landing_period would leave it.
+    for period in sorted(sim.periods):
+        session.add(
+            SettlementPeriod(
+                org_id=chain.org.id,
+                period=period,
+                status=str(settlement.PeriodStatus.OPEN),
+                closed_by="",
+                entry_count=0,
+                total_fen=0,
+                closing_nets={},
+                created_at=now,
+            )
+        )
     writer.finish()
     if writer.pg:
         for name in writer.counts:

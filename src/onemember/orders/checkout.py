@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from onemember.auth.principal import TILL_ROLES, Principal
@@ -326,8 +327,17 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
         created_at=now,
         earn_explanation=[],
     )
-    session.add(order)
-    session.flush()
+    for attempt in range(5):
+        # Order numbers are random per business day; on the rare clash draw another one.
+        try:
+            with session.begin_nested():
+                session.add(order)
+                session.flush()
+            break
+        except IntegrityError:
+            if attempt == 4:
+                raise
+            order.order_no = public_no("S", occurred, org.timezone)
     if q.coupon_app is not None:
         coupon_service.redeem_applied(session, q.coupon_app, order.id, store.id, now)
     line_rows = [
