@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, ViewportSize, expect, sync_playwright
 from sqlalchemy.orm import Session, sessionmaker
 
 from onemember.app import create_app
@@ -28,6 +28,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 DESKTOP: ViewportSize = {"width": 1366, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
+
+# CI machines are shared and slow at times: give assertions room rather than fail on a busy moment.
+expect.set_options(timeout=15_000)
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)"
@@ -100,7 +103,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport=DESKTOP, locale="zh-CN")
     p = context.new_page()
-    p.set_default_timeout(10000)
+    p.set_default_timeout(20000)
     yield p
     context.close()
 
@@ -109,7 +112,7 @@ def page(browser: Browser) -> Iterator[Page]:
 def phone_page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
     p = context.new_page()
-    p.set_default_timeout(10000)
+    p.set_default_timeout(20000)
     yield p
     context.close()
 

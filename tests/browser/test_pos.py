@@ -220,6 +220,9 @@ def test_phone_sale_with_quick_add(phone_page: Page, live: Live) -> None:
     page.get_by_test_id("line-add").tap()
     expect(page.get_by_test_id("line-error")).to_contain_text("最多两位小数")
     expect(page.get_by_test_id("basket-empty")).to_be_visible()
+    # The refused form came back with what was typed; wait for htmx to settle before typing again.
+    expect(page.get_by_test_id("line-price")).to_have_value("12.345")
+    page.wait_for_load_state("networkidle")
     page.get_by_test_id("line-price").fill("12.30")
     page.get_by_test_id("line-add").tap()
     expect(page.get_by_test_id("basket-total")).to_have_text("¥12.30")
