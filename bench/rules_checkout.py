@@ -1,7 +1,7 @@
 """What earn rules cost at the till: checkout throughput, latency and CPU through the real HTTP API with
 the program's base rate alone, and with twenty active typed rules, in the same run.
 
-    .venv/bin/python bench/rules_checkout.py                # about 6-8 minutes
+    .venv/bin/python bench/rules_checkout.py                # about 7-9 minutes
     .venv/bin/python bench/rules_checkout.py --requests 1500 --profile
 
 Steps: create the scratch database ``onemember_bench_rules``, migrate, seed the test factory's chain
@@ -15,11 +15,13 @@ keep-alive clients (3-line baskets from a 60-SKU catalogue, 30 % redeeming 500 p
    SKU multipliers, category and SKU exclusions, member days, birthday month, tier multipliers, a store
    bonus with a points budget, a first purchase bonus, order and daily caps);
 3. **20 rules, no budget**: the store bonus ended and another SKU multiplier added: still twenty rules,
-   but none with a budget, so no checkout locks a budget row.
+   but none with a budget, so no checkout locks a budget row;
+4. **base rate again**: the 19 rules ended; on a shared machine this phase shows how much the numbers
+   drift during the run (the comparison uses the mean of phases 1 and 4).
 
 Each phase uses its own members (so first purchases are equally frequent), and prints checkouts/s,
-p50/p99 and CPU per checkout (server Python and PostgreSQL); then the ratios to the base-rate phase,
-and which rules fired.
+p50/p99, CPU per checkout (server Python and PostgreSQL), how many sessions wait for a row lock, and
+which rules fired; then the ratios to the base rate.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -233,6 +236,46 @@ def fired(url: str, since: datetime, until: datetime) -> dict[str, Any]:
     return {"orders": orders[0], "avg_points": float(orders[1]), "rules": dict(kinds)}
 
 
+class LockSampler:
+    """Twice a second: how many sessions of the bench database are running a statement, and how many
+    of those wait for a lock (a checkout waiting for another one's row lock, e.g. on a budget)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.samples: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(0.5):
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE state = 'active'), "
+                    "count(*) FILTER (WHERE wait_event_type = 'Lock') "
+                    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+                assert row is not None
+                self.samples.append((int(row[0]), int(row[1])))
+
+    def __enter__(self) -> LockSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def active(self) -> float:
+        return sum(a for a, _ in self.samples) / max(1, len(self.samples))
+
+    @property
+    def waiting(self) -> float:
+        return sum(w for _, w in self.samples) / max(1, len(self.samples))
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 
@@ -240,7 +283,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--members", type=int, default=30_000, help="split evenly between the phases")
+    parser.add_argument("--members", type=int, default=40_000, help="split evenly between the phases")
     parser.add_argument("--points", type=int, default=100_000, help="opening balance of each member")
     parser.add_argument("--concurrency", "-c", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
@@ -250,6 +293,7 @@ def main() -> None:
     parser.add_argument("--redeem-share", type=float, default=0.3, help="share of checkouts redeeming points")
     parser.add_argument("--keys-per-store", type=int, default=2)
     parser.add_argument("--no-budget-phase", action="store_true", help="skip phase 3")
+    parser.add_argument("--no-repeat", action="store_true", help="skip the closing base-rate phase")
     parser.add_argument("--profile", action="store_true", help="an extra py-spy phase per rule set")
     parser.add_argument("--profile-seconds", type=int, default=15)
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -271,7 +315,9 @@ def main() -> None:
     now = datetime.now(UTC)
     specs = rule_specs(chain.stores, now)
     create_rules(url, chain.org_id, [specs["base"]])
-    phases = ["base rate (1 rule)", "20 rules"] + ([] if args.no_budget_phase else ["20 rules, no budget"])
+    phases = ["base rate (1 rule)", "20 rules"]
+    phases += [] if args.no_budget_phase else ["20 rules, no budget"]
+    phases += [] if args.no_repeat else ["base rate again"]
     pools = [loaded.member_nos[k :: len(phases)] for k in range(len(phases))]
     secrets = [secret for _code, secret in chain.keys]
 
@@ -281,13 +327,15 @@ def main() -> None:
     print(f"API: {args.workers} worker(s), {args.concurrency} clients, {args.requests} checkouts per phase")
     with Server(url, workers=args.workers) as server:
         assert server.proc is not None
-        nineteen_keys: list[str] = []
+        added: list[str] = []  # rule keys in force besides the base rate
         for index, phase in enumerate(phases):
-            if index == 1:
-                nineteen_keys = create_rules(url, chain.org_id, specs["nineteen"])
-            elif index == 2:
-                end_rules(url, chain.org_id, [nineteen_keys[15]])  # the store bonus
-                create_rules(url, chain.org_id, [specs["replacement"]])
+            if phase == "20 rules":
+                added = create_rules(url, chain.org_id, specs["nineteen"])
+            elif phase == "20 rules, no budget":
+                end_rules(url, chain.org_id, [added.pop(15)])  # the store bonus
+                added += create_rules(url, chain.org_id, [specs["replacement"]])
+            elif phase == "base rate again":
+                end_rules(url, chain.org_id, added)
             in_force = rules_in_force(url, chain.org_id)
             budgets = [r for r in in_force if r[1] is not None]
             print(
@@ -307,7 +355,7 @@ def main() -> None:
                 return "POST", "/api/v1/orders", headers, json.dumps(body).encode()
 
             since = datetime.now(UTC)
-            with CpuMeter(dbname_of(url), root=server.proc.pid) as cpu:
+            with LockSampler(url) as locks, CpuMeter(dbname_of(url), root=server.proc.pid) as cpu:
                 run = run_http(
                     server.port,
                     make_request,
@@ -342,8 +390,14 @@ def main() -> None:
                     "python_ms": 1000 * cpu.app_seconds / done,
                     "postgres_ms": 1000 * cpu.db_seconds / done,
                     "client_cpu": run.client_cpu,
+                    "active_sessions": locks.active,
+                    "lock_waits": locks.waiting,
                     "fired": facts,
                 }
+            )
+            print(
+                f"  PostgreSQL sessions (mean of 2 samples/s): {locks.active:.1f} active, "
+                f"{locks.waiting:.1f} of them waiting for a row lock"
             )
             if args.profile and index < 2:
                 print(f"  profiling the server for {args.profile_seconds} s (not part of the numbers)")
@@ -368,13 +422,22 @@ def main() -> None:
             f"{r['phase']:24} {r['python_ms']:>10.2f} {r['postgres_ms']:>14.2f} {total:>9.2f} "
             f"{2000 / total:>12.0f}/s"
         )
-    base = results[0]
+    bases = [r for r in results if r["phase"].startswith("base rate")]
+    base = {
+        "rate": sum(r["summary"]["rate"] for r in bases) / len(bases),
+        "p99": sum(r["summary"]["p99_ms"] for r in bases) / len(bases),
+        "python_ms": sum(r["python_ms"] for r in bases) / len(bases),
+        "postgres_ms": sum(r["postgres_ms"] for r in bases) / len(bases),
+    }
     base_total = base["python_ms"] + base["postgres_ms"]
-    print("\nagainst the base rate alone:")
-    for r in results[1:]:
+    which = "the mean of the two base-rate phases" if len(bases) > 1 else "the base-rate phase"
+    print(f"\nagainst {which}:")
+    for r in results:
+        if r in bases:
+            continue
         total = r["python_ms"] + r["postgres_ms"]
-        rate = r["summary"]["rate"] / base["summary"]["rate"] if base["summary"]["rate"] else float("nan")
-        p99 = r["summary"]["p99_ms"] / base["summary"]["p99_ms"]
+        rate = r["summary"]["rate"] / base["rate"] if base["rate"] else float("nan")
+        p99 = r["summary"]["p99_ms"] / base["p99"]
         py, pg = r["python_ms"] - base["python_ms"], r["postgres_ms"] - base["postgres_ms"]
         print(
             f"  {r['phase']:22} throughput {rate:.2f}×, p99 {p99:.2f}×, CPU per checkout "
