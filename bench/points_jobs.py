@@ -1,19 +1,20 @@
 """The daily points expiry and tier review over 1,000,000 members on PostgreSQL, against hand-written
 set-based SQL doing the same updates.
 
-    .venv/bin/python bench/points_jobs.py                  # seeds 1,000,000 members (~3-4 min), then ~6 min
-    .venv/bin/python bench/points_jobs.py --reuse          # keeps the seeded database of an earlier run
+    .venv/bin/python bench/points_jobs.py             # seeds 1,000,000 members (~1.5 min), then ~8-10 min
+    .venv/bin/python bench/points_jobs.py --reuse     # keeps the seed of an earlier run of the same size
     .venv/bin/python bench/points_jobs.py --members 100000 --profile
 
-Steps: create the scratch database ``onemember_bench_points`` (the seed), migrate, add the test
-factory's chain and a tier set (``tiers.service.create_tier_set``), bulk-load N members with COPY (point
-accounts, one or two lots each with the EARN entries that made them, some partly redeemed, ~30 % of
-the lots due; growth values with their growth entries; monthly spend; tier standings set up so that
-members upgrade, keep, enter or stay in a grace period, fall back on a manual floor or move down),
-run ``points.verify``, then copy the seed twice (``CREATE DATABASE … TEMPLATE``) and run in one copy
-the product, ``jobs.runner.run_daily(factory, now, only=("expire", "tiers"))`` in a child process, and
-in the other two hand-written set-based statements (expiry, tier review); verify both ledgers, compare
-their end states and print times, rows touched, CPU and the ratio product/hand-written.
+Steps: create the scratch database ``onemember_bench_points_<members>_<basis>`` (the seed), migrate, add
+the test factory's chain and a tier set (``tiers.service.create_tier_set``), bulk-load N members with
+COPY (point accounts, one or two lots each with the EARN entries that made them, some partly redeemed,
+~30 % of the lots due; growth values with their growth entries; monthly spend; tier standings set up
+so that members upgrade, keep, enter or stay in a grace period, fall back on a manual floor or move
+down), run ``points.verify``, then copy the seed twice (``CREATE DATABASE … TEMPLATE``) and run in one
+copy the product, ``jobs.runner.run_daily(factory, now, only=("expire", "tiers"))`` in a child process
+(stopped at ``--product-timeout``, its pace so far reported), and in the other two hand-written
+set-based statements (expiry, tier review); verify both ledgers, compare their end states and print
+times, rows touched, CPU and the ratio product/hand-written.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ from common import (
 )
 
 SEED_DB = "onemember_bench_points_{members}_{basis}"  # one seed per size and basis, kept for --reuse
-PRODUCT_DB = "onemember_bench_points_product"
-SQL_DB = "onemember_bench_points_sql"
 TZ = "Asia/Shanghai"
 GRACE_DAYS = 30
 # (code, name, threshold, keep_threshold) in fen of rolling-12-month spend; growth value is spend / 100
@@ -145,25 +144,30 @@ def seed(url: str, count: int, basis: str, now: datetime, *, batch: int = 20_000
     started = time.perf_counter()
     org, program = chain.org_id, chain.program_id
 
-    def basis_for(level: int) -> tuple[int, str, datetime | None, int | None]:
-        """(12-month spend, expected review outcome, grace_until, floor level index)."""
+    def basis_for(level: int) -> tuple[int, str, datetime | None, int | None, datetime | None]:
+        """(12-month spend, expected review outcome, grace_until, floor level index, floor_until)."""
         roll = rng.random()
         top = len(LEVELS) - 1
         if level < top and roll < 0.08:
             hi = thresholds[level + 2] if level + 2 <= top else thresholds[top] * 2
-            return rng.randrange(thresholds[level + 1], hi), "upgrade", None, None
+            return rng.randrange(thresholds[level + 1], hi), "upgrade", None, None, None
         if level == 0 or roll < 0.70:
             hi = thresholds[level + 1] if level < top else thresholds[top] * 2
             grace = now + timedelta(days=rng.randrange(1, GRACE_DAYS)) if rng.random() < 0.05 else None
-            return rng.randrange(keeps[level], hi), "keep", grace, None  # a grace period ends, too
+            return rng.randrange(keeps[level], hi), "keep", grace, None, None  # a grace period ends, too
         low = rng.randrange(0, keeps[level])
+        past = now - timedelta(days=rng.randrange(1, 60))
         if roll < 0.82:
-            return low, "grace (starts)", None, None
+            return low, "grace (starts)", None, None, None
         if roll < 0.90:
-            return low, "grace (continues)", now + timedelta(days=rng.randrange(1, GRACE_DAYS)), None
-        if roll < 0.98:
-            return low, "downgrade", now - timedelta(days=rng.randrange(1, 60)), None
-        return low, "floor", None, level
+            return low, "grace (continues)", now + timedelta(days=rng.randrange(1, GRACE_DAYS)), None, None
+        if roll < 0.97:
+            return low, "downgrade", past, None, None
+        if roll < 0.98:  # a manual floor one level down: the member moves down, but not below it
+            return low, "downgrade (to a floor)", past, level - 1, now + timedelta(days=90)
+        if roll < 0.99:  # a manual floor that has run out no longer counts
+            return low, "downgrade (floor expired)", past, level, now - timedelta(days=1)
+        return low, "floor", None, level, now + timedelta(days=90)
 
     with psycopg.connect(url) as conn:
         seq0 = int(
@@ -302,7 +306,7 @@ def seed(url: str, count: int, basis: str, now: datetime, *, batch: int = 20_000
                     )
                 # tier standing and the basis the review will read
                 level = rng.choices(range(len(LEVELS)), LEVEL_SHARES)[0]
-                spend, outcome, grace, floor = basis_for(level)
+                spend, outcome, grace, floor, floor_until = basis_for(level)
                 plan[outcome] += 1
                 growth = spend // 100
                 out["point_accounts"].append(
@@ -333,7 +337,7 @@ def seed(url: str, count: int, basis: str, now: datetime, *, batch: int = 20_000
                         created,
                         grace,
                         level_ids[floor] if floor is not None else None,
-                        now + timedelta(days=90) if floor is not None else None,
+                        floor_until,
                         now - timedelta(days=1),
                     )
                 )
@@ -934,13 +938,14 @@ def main() -> None:
     verify_before = run_verify(seed_url, meta["org_id"])
     print_verify("before", verify_before)
 
-    copies = {name: copy_database(seed_db, name) for name in (PRODUCT_DB, SQL_DB)}
+    product_db, sql_db = f"{seed_db}_product", f"{seed_db}_sql"  # the working copies
+    copies = {name: copy_database(seed_db, name) for name in (product_db, sql_db)}
     print("copies: " + ", ".join(f"{name} {s:.0f} s" for name, s in copies.items()))
 
     checkpoint()
-    print(f"\nproduct: run_daily(only=('expire', 'tiers')) on {PRODUCT_DB}, now = {now.isoformat()}")
+    print(f"\nproduct: run_daily(only=('expire', 'tiers')) on {product_db}, now = {now.isoformat()}")
     product = run_product(
-        database_url(PRODUCT_DB), now, meta["org_id"], meta["members"], args.product_timeout, args.profile
+        database_url(product_db), now, meta["org_id"], meta["members"], args.product_timeout, args.profile
     )
     if product.get("timed_out"):
         print(f"  not done within {args.product_timeout:.0f} s: stopped (its open transaction rolled back)")
@@ -962,8 +967,8 @@ def main() -> None:
         print(f"  total   {product['seconds']:7.1f} s, peak RSS {product['max_rss_mb']:.0f} MB")
 
     checkpoint()
-    print(f"\nhand-written SQL: one statement for the expiry, one for the tier review, on {SQL_DB}")
-    sql = run_sql(database_url(SQL_DB), meta, args.sql_timeout)
+    print(f"\nhand-written SQL: one statement for the expiry, one for the tier review, on {sql_db}")
+    sql = run_sql(database_url(sql_db), meta, args.sql_timeout)
     for job, j in sql["jobs"].items():
         print(f"  {job:7} {j['seconds']:7.1f} s  {sql['result'][job]}")
     print(f"  total   {sql['seconds']:7.1f} s")
@@ -971,7 +976,7 @@ def main() -> None:
     print("\nverify after:")
     verify_after = {}
     states = {}
-    for label, name in (("product", PRODUCT_DB), ("hand-written", SQL_DB)):
+    for label, name in (("product", product_db), ("hand-written", sql_db)):
         if label == "product" and product.get("timed_out"):
             continue
         verify_after[label] = run_verify(database_url(name), meta["org_id"])
@@ -1037,7 +1042,7 @@ def main() -> None:
     quiet_after = machine_note()
     print(f"\nmachine after the run: {quiet_after}")
     if not args.keep_copies:
-        for name in (PRODUCT_DB, SQL_DB):
+        for name in (product_db, sql_db):
             drop_database(name)
     print(f"total run time {time.perf_counter() - started:.0f} s")
     if args.json:
