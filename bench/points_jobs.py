@@ -567,11 +567,12 @@ def run_product(
                 print("  (py-spy not found: pip install py-spy into the venv to profile)")
             else:
                 profile_path.parent.mkdir(parents=True, exist_ok=True)
-                # --idle: also the samples where the process waits (on PostgreSQL), so the shares are
-                # shares of wall time; 20 Hz, non-blocking: the child is not stopped to be sampled.
+                # --gil: samples of the thread holding the GIL, i.e. where the job's Python CPU goes
+                # (psycopg releases the GIL while it waits for PostgreSQL); 20 Hz, non-blocking: the
+                # child is not stopped to be sampled.
                 spy = subprocess.Popen(
                     [
-                        *(exe, "record", "--pid", str(child.pid), "--rate", "20", "--nonblocking", "--idle"),
+                        *(exe, "record", "--pid", str(child.pid), "--rate", "20", "--nonblocking", "--gil"),
                         *("--format", "raw", "--output", str(profile_path)),
                     ],
                     stdout=subprocess.DEVNULL,
@@ -865,10 +866,12 @@ def print_profile(summary: dict[str, Any]) -> None:
         print("  (no profile samples)")
         return
     print(
-        f"\nProduct profile: {summary['samples']} samples of the job process (py-spy --idle, 20 Hz: shares of"
-        " wall time, waits on PostgreSQL included)"
+        f"\nProduct profile: {summary['samples']} samples of the job process holding the GIL (py-spy --gil,"
+        " 20 Hz): where its Python CPU goes"
     )
-    print("  by library (the innermost frame that belongs to one):")
+    print(
+        "  by library (the innermost frame that belongs to one; psycopg: the driver's own work, not waits):"
+    )
     for name, share in summary["buckets"]:
         print(f"    {share:5.1f}%  {name}")
     print("  inclusive time (a function and everything it calls):")
@@ -888,9 +891,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the seed database of an earlier run")
     parser.add_argument("--product-timeout", type=float, default=600, help="cap of the product run (s)")
     parser.add_argument("--sql-timeout", type=float, default=300, help="statement cap of the SQL run (s)")
-    parser.add_argument(
-        "--profile", action="store_true", help="py-spy on the product run (20 Hz, non-blocking)"
-    )
+    parser.add_argument("--profile", action="store_true", help="py-spy --gil on the product run (20 Hz)")
     parser.add_argument("--keep-copies", action="store_true", help="keep the two working copies")
     parser.add_argument("--json", type=Path, help="write the results here")
     # internal: the product run in a child process
