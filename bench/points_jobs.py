@@ -1,7 +1,7 @@
 """The daily points expiry and tier review over 1,000,000 members on PostgreSQL, against hand-written
 set-based SQL doing the same updates.
 
-    .venv/bin/python bench/points_jobs.py             # seeds 1,000,000 members (~1.5 min), then ~8-10 min
+    .venv/bin/python bench/points_jobs.py             # seeds 1,000,000 members (~1 min), then 6-15 min
     .venv/bin/python bench/points_jobs.py --reuse     # keeps the seed of an earlier run of the same size
     .venv/bin/python bench/points_jobs.py --members 100000 --profile
 
