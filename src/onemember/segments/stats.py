@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Table, case, func, select, update
 from sqlalchemy.orm import Session
@@ -222,69 +223,33 @@ def merge_into(session: Session, *, survivor_id: int, merged_id: int) -> None:
             dst.return_count += src.return_count
             dst.returned_fen += src.returned_fen
         session.delete(src)
-    for row in list(session.scalars(select(MemberStoreStats).where(MemberStoreStats.member_id == merged_id))):
-        target = session.get(MemberStoreStats, (survivor_id, row.store_id))
-        if target is None:
-            session.add(
-                MemberStoreStats(
-                    member_id=survivor_id,
-                    store_id=row.store_id,
-                    org_id=row.org_id,
-                    order_count=row.order_count,
-                    spend_fen=row.spend_fen,
-                    last_purchase_at=row.last_purchase_at,
-                )
-            )
-        else:
-            target.order_count += row.order_count
-            target.spend_fen += row.spend_fen
-            if row.last_purchase_at and (
-                target.last_purchase_at is None or row.last_purchase_at > target.last_purchase_at
-            ):
-                target.last_purchase_at = row.last_purchase_at
-        session.delete(row)
-    for crow in list(
-        session.scalars(select(MemberCategoryStats).where(MemberCategoryStats.member_id == merged_id))
-    ):
-        ctarget = session.get(MemberCategoryStats, (survivor_id, crow.category))
-        if ctarget is None:
-            session.add(
-                MemberCategoryStats(
-                    member_id=survivor_id,
-                    category=crow.category,
-                    org_id=crow.org_id,
-                    order_count=crow.order_count,
-                    quantity=crow.quantity,
-                    spend_fen=crow.spend_fen,
-                    last_purchase_at=crow.last_purchase_at,
-                )
-            )
-        else:
-            ctarget.order_count += crow.order_count
-            ctarget.quantity += crow.quantity
-            ctarget.spend_fen += crow.spend_fen
-            if crow.last_purchase_at and (
-                ctarget.last_purchase_at is None or crow.last_purchase_at > ctarget.last_purchase_at
-            ):
-                ctarget.last_purchase_at = crow.last_purchase_at
-        session.delete(crow)
-    for mrow in list(
-        session.scalars(select(MemberMonthlyStats).where(MemberMonthlyStats.member_id == merged_id))
-    ):
-        mtarget = session.get(MemberMonthlyStats, (survivor_id, mrow.month))
-        if mtarget is None:
-            session.add(
-                MemberMonthlyStats(
-                    member_id=survivor_id,
-                    month=mrow.month,
-                    org_id=mrow.org_id,
-                    orders=mrow.orders,
-                    spend_fen=mrow.spend_fen,
-                )
-            )
-        else:
-            mtarget.orders += mrow.orders
-            mtarget.spend_fen += mrow.spend_fen
-        session.delete(mrow)
+    _fold(session, MemberStoreStats, "store_id", ("order_count", "spend_fen"), survivor_id, merged_id)
+    _fold(
+        session,
+        MemberCategoryStats,
+        "category",
+        ("order_count", "quantity", "spend_fen"),
+        survivor_id,
+        merged_id,
+    )
+    _fold(session, MemberMonthlyStats, "month", ("orders", "spend_fen"), survivor_id, merged_id)
     session.flush()
     _refresh_store_count(session, survivor_id)
+
+
+def _fold(
+    session: Session, model: Any, key: str, sums: tuple[str, ...], survivor_id: int, merged_id: int
+) -> None:
+    """Add the merged member's rows of a per-(member, key) stats table into the survivor's rows."""
+    for row in list(session.scalars(select(model).where(model.member_id == merged_id))):
+        target = session.get(model, (survivor_id, getattr(row, key)))
+        if target is None:
+            columns = [c.key for c in model.__table__.columns]
+            session.add(model(**{**{c: getattr(row, c) for c in columns}, "member_id": survivor_id}))
+        else:
+            for column in sums:
+                setattr(target, column, getattr(target, column) + getattr(row, column))
+            latest = getattr(row, "last_purchase_at", None)
+            if latest is not None and (target.last_purchase_at is None or latest > target.last_purchase_at):
+                target.last_purchase_at = latest
+        session.delete(row)
