@@ -70,7 +70,8 @@ class ExpiryResult:
 
 
 def expire_due(session: Session, org_id: int, now: datetime, *, slice_size: int = 200_000) -> ExpiryResult:
-    """Expire every lot of the org whose time has come; callers commit (the CLI commits per slice)."""
+    """Expire every lot of the org whose time has come, slice by slice of accounts; the caller commits
+    (today once per job, so the locks are held until the whole org is done)."""
     result = ExpiryResult()
     bounds = session.execute(
         select(func.min(PointLot.account_id), func.max(PointLot.account_id)).where(
