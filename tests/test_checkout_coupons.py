@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from onemember.coupons.verify import verify_coupons
+from onemember.events.models import Event
 from onemember.orders.models import Order
 from onemember.points.verify import verify
 from tests.factories import Chain
@@ -84,6 +86,7 @@ def test_coupon_at_checkout_and_return(
     )
     assert part.status_code == 201, part.text
     assert part.json()["refund_fen"] == 6750
+    assert part.json()["coupons"] == [{"code": code, "returned_fen": 1250, "action": "kept"}]
     assert _coupons(app_client, chain, m["member_no"])[code] == "redeemed"
     rest = app_client.post(
         f"/api/v1/orders/{order['order_no']}/returns",
@@ -92,9 +95,37 @@ def test_coupon_at_checkout_and_return(
     )
     assert rest.status_code == 201, rest.text
     assert rest.json()["refund_fen"] == 20250
+    assert rest.json()["coupons"] == [{"code": code, "returned_fen": 3750, "action": "restored"}]
+    with factory() as s:
+        payloads = [
+            (e.type, e.payload.get("order_no"), e.payload.get("coupons"))
+            for e in s.scalars(
+                select(Event)
+                .where(Event.org_id == chain.org_id, Event.type.in_(["coupon.redeemed", "coupon.restored"]))
+                .order_by(Event.id)
+            )
+        ]
+    assert payloads == [
+        ("coupon.redeemed", order["order_no"], None),
+        ("coupon.restored", order["order_no"], None),
+    ]
     assert _coupons(app_client, chain, m["member_no"])[code] == "available"
     with factory() as s:
         assert verify(s, chain.org_id).ok
+        assert verify_coupons(s, chain.org_id) == []
+        # A counter or a coupon that disagrees with the redemptions is reported.
+        s.execute(
+            text(
+                "UPDATE coupon_templates SET budget_used = 5000"
+                f" WHERE code = 'M300-50' AND org_id = {chain.org_id}"
+            )
+        )
+        s.execute(text(f"UPDATE coupons SET status = 'redeemed' WHERE code = '{code}'"))
+        assert verify_coupons(s, chain.org_id) == [
+            "coupon template M300-50: issued, redeemed, budget used (1, 0, 5000), expected (1, 0, 0)",
+            f"coupon {code}: status redeemed on order None, standing redemptions on orders []",
+        ]
+        s.rollback()
 
 
 def test_coupon_refusals_change_nothing(
@@ -155,3 +186,122 @@ def test_coupon_refusals_change_nothing(
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Order).where(Order.org_id == chain.org_id)) == before
     assert _coupons(app_client, chain, m["member_no"]) == {a_only: "available", big: "available"}
+
+
+def _coupon_settlement(factory: sessionmaker[Session], chain: Chain) -> list[tuple[str, str, int, bool]]:
+    """(debtor, creditor, fen, is_reversal) of the org's coupon settlement entries, in order."""
+    from onemember.org.models import Store
+    from onemember.settlement.models import SettlementEntry
+
+    with factory() as s:
+        codes = {st.id: st.code for st in s.scalars(select(Store).where(Store.org_id == chain.org_id))}
+        rows = s.scalars(
+            select(SettlementEntry)
+            .where(SettlementEntry.org_id == chain.org_id, SettlementEntry.kind == "coupon_redeemed")
+            .order_by(SettlementEntry.id)
+        ).all()
+        return [
+            (
+                codes.get(e.debtor_key, "HQ"),
+                codes.get(e.creditor_key, "HQ"),
+                e.amount_fen,
+                e.reverses_id is not None,
+            )
+            for e in rows
+        ]
+
+
+def test_coupon_settlement_follows_the_bearer_and_returns(
+    app_client: TestClient, chain: Chain, factory: sessionmaker[Session]
+) -> None:
+    """A coupon issued at A and redeemed at B: A repays B the discount (issuing_store), or 30 % of it
+    (split), or HQ does (hq); redeemed at A itself nothing is owed. Returns reverse the returned share
+    so the entries net to what the kept discount costs, and a full return nets to zero."""
+    from onemember.settlement.verify import verify_settlement
+
+    hq = login(app_client, chain, "hq")
+    common = {"kind": "amount_off", "threshold_fen": 30000, "amount_fen": 5000, "valid_days": 30}
+    _template(app_client, hq, code="ISS", name="A 店券", bearer="issuing_store", **common)
+    _template(app_client, hq, code="SPL", name="分摊券", bearer="split", issuer_pct=30, **common)
+    _template(app_client, hq, code="HQP", name="总部券", bearer="hq", **common)
+    m = register(app_client, chain, "A", "18100009911")
+    lines = [line("COAT", 1, 24000, "服装"), line("SCARF", 1, 8000, "服装")]
+
+    def buy(store: str, template: str) -> dict[str, Any]:
+        code = _issue(app_client, hq, m["member_no"], template)  # issued at store A
+        r = app_client.post(
+            "/api/v1/orders",
+            json={
+                "member": {"member_no": m["member_no"]},
+                "lines": lines,
+                "coupon_codes": [code],
+                "payments": [{"method": "cash", "amount_fen": 27000}],
+            },
+            headers=chain.key(store),
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    iss = buy("B", "ISS")
+    spl = buy("B", "SPL")
+    hqp = buy("C", "HQP")
+    buy("A", "ISS")  # redeemed where it was issued: no one owes anything
+    assert _coupon_settlement(factory, chain) == [
+        ("A", "B", 5000, False),
+        ("A", "B", 1500, False),  # 30 % of 5000
+        ("HQ", "C", 5000, False),
+    ]
+    # Return the scarf of the ISS order at C: its coupon share 1250 comes back, A owes B 3750 now.
+    r = app_client.post(
+        f"/api/v1/orders/{iss['order_no']}/returns",
+        json={"lines": [{"line_no": 2, "quantity": 1}]},
+        headers=chain.key("C"),
+    )
+    assert r.status_code == 201, r.text
+    # Split: the whole order back; owed was 30 % of 5000 = 1500, reversed in two steps to zero.
+    for line_no in (1, 2):
+        r = app_client.post(
+            f"/api/v1/orders/{spl['order_no']}/returns",
+            json={"lines": [{"line_no": line_no, "quantity": 1}]},
+            headers=chain.key("B"),
+        )
+        assert r.status_code == 201, r.text
+    entries = _coupon_settlement(factory, chain)
+    assert entries[3:] == [
+        ("B", "A", 1250, True),
+        # 30 % of what is still kept: 30 % of 5000 - 30 % of 1250 (line 2 kept) = 1500 - 375
+        ("B", "A", 1125, True),
+        ("B", "A", 375, True),
+    ]
+    with factory() as s:
+        report = verify_settlement(s, chain.org_id)
+        assert report.problems == []
+    assert hqp["coupon_discount_fen"] == 5000
+
+    # verify re-derives every coupon entry from its redemption: an edited amount, a lost reversal and an
+    # entry whose redemption does not exist are each reported.
+    from onemember.coupons.models import CouponRedemption
+    from onemember.settlement.models import SettlementEntry
+    from tests.test_settlement import _tamper
+
+    with factory() as s:
+        org_entries = select(SettlementEntry).where(
+            SettlementEntry.org_id == chain.org_id, SettlementEntry.kind == "coupon_redeemed"
+        )
+        first, second, hq_entry, rev1 = s.scalars(org_entries.order_by(SettlementEntry.id)).all()[:4]
+        r1, r2, r3 = (
+            s.scalars(select(CouponRedemption.id).where(CouponRedemption.order_id == e.order_id)).one()
+            for e in (first, second, hq_entry)
+        )
+        _tamper(s, f"UPDATE settlement_entries SET amount_fen = 1499 WHERE id = {second.id}")
+        s.execute(text(f"UPDATE settlement_entries SET amount_fen = 1000 WHERE id = {rev1.id}"))
+        s.execute(text(f"UPDATE settlement_entries SET source_ref = 'coupon:0' WHERE id = {hq_entry.id}"))
+        s.expire_all()
+        a, b, c = (chain.stores[k] for k in "ABC")
+        assert verify_settlement(s, chain.org_id).problems == [
+            f"coupon redemption {r1}: 4000 fen owed after returns, expected 3750",
+            f"coupon redemption {r2}: settlement [({a}, {b}, 1499)] does not match [({a}, {b}, 1500)]",
+            f"coupon redemption {r3}: settlement [] does not match [(0, {c}, 5000)]",
+            "settlement coupon:0: no such coupon redemption",
+        ]
+        s.rollback()

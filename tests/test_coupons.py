@@ -344,9 +344,14 @@ def test_campaign_and_mall_issue_once_per_reference(session: Session, chain: Cha
     first = coupons.issue_for_campaign(session, chain.org_id, "CAMP", m, campaign_ref="spring:1")
     again = coupons.issue_for_campaign(session, chain.org_id, "CAMP", m, campaign_ref="spring:1")
     assert first.id == again.id
-    mall1 = coupons.issue_from_mall(session, hq, "CAMP", m, store(session, chain, "B"), 42)
-    assert coupons.issue_from_mall(session, hq, "CAMP", m, None, 42).id == mall1.id
-    assert (first.source, mall1.source, mall1.issuing_store_id) == ("campaign", "mall", chain.stores["B"])
+    mall1 = coupons.issue_from_mall(session, hq, t, m, 42, "积分商城兑换")
+    assert coupons.issue_from_mall(session, hq, t, m, 42, "积分商城兑换").id == mall1.id
+    assert (first.source, mall1.source, mall1.issuing_store_id, mall1.source_ref) == (
+        "campaign",
+        "mall",
+        None,
+        "mall:42",
+    )
     assert counters(session, t.id) == (2, 0, 0)
 
 

@@ -17,21 +17,41 @@ from onemember.cli import app
 from onemember.common.counters import member_no_for
 from onemember.common.crypto import get_cipher
 from onemember.common.types import EntryKind
+from onemember.coupons.models import Coupon, CouponRedemption, CouponTemplate
+from onemember.coupons.verify import verify_coupons
+from onemember.db import utcnow
 from onemember.demo import generate
 from onemember.events.models import Event
 from onemember.members import service as members
 from onemember.members.models import Member, MemberIdentity
-from onemember.orders.models import Order, OrderLine, OrderPayment
-from onemember.org.models import Staff, Store
+from onemember.orders.models import Order, OrderLine, OrderPayment, OrderReturn, ReturnLine
+from onemember.org.models import Brand, Staff, Store
+from onemember.packages.models import MemberPackage, PackageUse, ServicePackage
+from onemember.packages.verify import verify_packages
 from onemember.points import service as points_service
+from onemember.points.calculations import proportional_part
 from onemember.points.models import PointAccount, PointEntry, PointLot, PointLotMovement
 from onemember.points.verify import verify
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats
+from onemember.settlement import service as settlement
+from onemember.settlement.models import SettlementEntry
 from onemember.settlement.verify import verify_settlement
 from onemember.tiers.models import MemberMonthlyStats
 
 
+def _lot_stores(s: Session, entry_id: int) -> set[int | None]:
+    """The stores that issued the lots a point entry took points from or gave points back to."""
+    return set(
+        s.scalars(
+            select(PointLot.store_id)
+            .join(PointLotMovement, PointLotMovement.lot_id == PointLot.id)
+            .where(PointLotMovement.entry_id == entry_id)
+        )
+    )
+
+
 def _assert_consistent(s: Session, org_id: int) -> None:
+    """Orders, lines, payments, ledger, growth, running stats and settlement agree, returns included."""
     orders = list(
         s.execute(
             select(
@@ -39,6 +59,7 @@ def _assert_consistent(s: Session, org_id: int) -> None:
                 Order.member_id,
                 Order.store_id,
                 Order.total_fen,
+                Order.discount_fen,
                 Order.points_redeemed,
                 Order.points_value_fen,
                 Order.paid_fen,
@@ -47,19 +68,22 @@ def _assert_consistent(s: Session, org_id: int) -> None:
             ).where(Order.org_id == org_id)
         )
     )
-    lines: dict[int, list[tuple[str, int, int, int, int, int]]] = defaultdict(list)
-    for order_id, category, qty, amount, paid, redeemed, earned in s.execute(
+    lines: dict[int, list[tuple[str, int, int, int, int, int, int, int]]] = defaultdict(list)
+    for order_id, category, qty, amount, discount, value, paid, redeemed, earned in s.execute(
         select(
             OrderLine.order_id,
             OrderLine.category,
             OrderLine.quantity,
             OrderLine.amount_fen,
+            OrderLine.discount_fen,
+            OrderLine.points_value_fen,
             OrderLine.paid_fen,
             OrderLine.points_redeemed,
             OrderLine.points_earned,
         ).where(OrderLine.org_id == org_id)
     ):
-        lines[order_id].append((category, qty, amount, paid, redeemed, earned))
+        assert amount - discount - value == paid
+        lines[order_id].append((category, qty, amount, discount, paid, redeemed, earned, value))
     paid_by_order: dict[int, int] = defaultdict(int)
     for order_id, amount in s.execute(
         select(OrderPayment.order_id, OrderPayment.amount_fen).where(OrderPayment.org_id == org_id)
@@ -74,16 +98,25 @@ def _assert_consistent(s: Session, org_id: int) -> None:
         assert entry_order_id is not None
         entries[(entry_order_id, kind)] += amount
 
-    expect_stats: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    tz = ZoneInfo("Asia/Shanghai")
+
+    def month(at: datetime) -> int:
+        local = at.astimezone(tz)
+        return local.year * 100 + local.month
+
+    expect_stats: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     expect_store: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
     expect_cat: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for order_id, member_id, store_id, total, redeemed, value, paid, earned, _at in orders:
+    expect_months: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+    for order_id, member_id, store_id, total, discount, redeemed, value, paid, earned, at in orders:
         ls = lines[order_id]
         assert ls, "every order has lines"
         assert total == sum(line[2] for line in ls)
-        assert paid == total - value == sum(line[3] for line in ls) == paid_by_order[order_id]
-        assert redeemed == sum(line[4] for line in ls)
-        assert earned == sum(line[5] for line in ls)
+        assert discount == sum(line[3] for line in ls)
+        assert value == sum(line[7] for line in ls)
+        assert paid == total - discount - value == sum(line[4] for line in ls) == paid_by_order[order_id]
+        assert redeemed == sum(line[5] for line in ls)
+        assert earned == sum(line[6] for line in ls)
         assert entries.get((order_id, EntryKind.EARN), 0) == earned
         assert entries.get((order_id, EntryKind.REDEEM), 0) == -redeemed
         if member_id is None:
@@ -93,6 +126,8 @@ def _assert_consistent(s: Session, org_id: int) -> None:
         expect_stats[member_id][1] += total
         expect_store[(member_id, store_id)][0] += 1
         expect_store[(member_id, store_id)][1] += total
+        expect_months[(member_id, month(at))][0] += 1
+        expect_months[(member_id, month(at))][1] += total
         seen: set[str] = set()
         for category, qty, amount, *_ in ls:
             key = (member_id, category)
@@ -101,13 +136,51 @@ def _assert_consistent(s: Session, org_id: int) -> None:
                 seen.add(category)
             expect_cat[key][1] += qty
             expect_cat[key][2] += amount
+    # Returns lower spend where it was made (the order's store, categories and month); counts stay.
+    for member_id, amount in s.execute(
+        select(OrderReturn.member_id, OrderReturn.amount_fen).where(OrderReturn.org_id == org_id)
+    ):
+        assert member_id is not None
+        expect_stats[member_id][1] -= amount
+        expect_stats[member_id][2] += 1
+        expect_stats[member_id][3] += amount
+    growth_back: dict[int, int] = defaultdict(int)
+    returned_units: dict[int, int] = defaultdict(int)
+    for line_id, qty, amount, category, line_qty, growth, member_id, store_id, at in s.execute(
+        select(
+            ReturnLine.order_line_id,
+            ReturnLine.quantity,
+            ReturnLine.amount_fen,
+            OrderLine.category,
+            OrderLine.quantity,
+            OrderLine.growth_earned,
+            Order.member_id,
+            Order.store_id,
+            Order.occurred_at,
+        )
+        .join(OrderLine, OrderLine.id == ReturnLine.order_line_id)
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(ReturnLine.org_id == org_id)
+        .order_by(ReturnLine.id)
+    ):
+        assert member_id is not None
+        expect_store[(member_id, store_id)][1] -= amount
+        expect_cat[(member_id, category)][1] -= qty
+        expect_cat[(member_id, category)][2] -= amount
+        expect_months[(member_id, month(at))][1] -= amount
+        growth_back[member_id] += proportional_part(growth, returned_units[line_id], qty, line_qty)
+        returned_units[line_id] += qty
 
     stats = {
-        m: [n, spend]
-        for m, n, spend in s.execute(
-            select(MemberStats.member_id, MemberStats.order_count, MemberStats.total_spend_fen).where(
-                MemberStats.org_id == org_id
-            )
+        m: [n, spend, returns, returned]
+        for m, n, spend, returns, returned in s.execute(
+            select(
+                MemberStats.member_id,
+                MemberStats.order_count,
+                MemberStats.total_spend_fen,
+                MemberStats.return_count,
+                MemberStats.returned_fen,
+            ).where(MemberStats.org_id == org_id)
         )
     }
     assert stats == dict(expect_stats)
@@ -147,24 +220,25 @@ def _assert_consistent(s: Session, org_id: int) -> None:
     }
     assert cat_stats == dict(expect_cat)
 
-    # Cached account totals agree with the ledger; a lot's movements explain its remainder.
+    # Cached account totals agree with the ledger (returns take earned points back and give redeemed
+    # points back); a lot's movements explain its remainder.
+    sums: dict[tuple[int, str], int] = defaultdict(int)
+    for account_id, kind, amount in s.execute(
+        select(PointEntry.account_id, PointEntry.kind, func.sum(PointEntry.amount))
+        .where(PointEntry.org_id == org_id)
+        .group_by(PointEntry.account_id, PointEntry.kind)
+    ):
+        sums[(account_id, kind)] = int(amount)
     for account in s.scalars(select(PointAccount).where(PointAccount.org_id == org_id)):
-        earned_sum = s.scalar(
-            select(func.coalesce(func.sum(PointEntry.amount), 0)).where(
-                PointEntry.account_id == account.id, PointEntry.kind == EntryKind.EARN
-            )
-        )
-        redeemed_sum = s.scalar(
-            select(func.coalesce(func.sum(PointEntry.amount), 0)).where(
-                PointEntry.account_id == account.id, PointEntry.kind == EntryKind.REDEEM
-            )
-        )
+        earned_sum = sums[(account.id, EntryKind.EARN)] + sums[(account.id, EntryKind.EARN_REVERSAL)]
+        redeemed_sum = sums[(account.id, EntryKind.REDEEM)] + sums[(account.id, EntryKind.REDEEM_REFUND)]
         assert (account.lifetime_earned, account.lifetime_redeemed, account.debt) == (
             earned_sum,
-            -(redeemed_sum or 0),
+            -redeemed_sum,
             0,
         )
-    # Growth value (成长值) per order, per line and in its own ledger; monthly stats for tier bases.
+    # Growth value (成长值) per order, per line and in its own ledger, less what returns took back;
+    # monthly stats for tier bases.
     growth_orders: dict[int, int] = defaultdict(int)
     for member_id, growth in s.execute(
         select(Order.member_id, Order.growth_earned).where(
@@ -183,18 +257,12 @@ def _assert_consistent(s: Session, org_id: int) -> None:
         )
         if g
     }
-    assert accounts == {m: g for m, g in growth_orders.items() if g}
+    expect_growth = {m: g - growth_back[m] for m, g in growth_orders.items() if g - growth_back[m]}
+    assert accounts == expect_growth
     assert line_growth == sum(growth_orders.values())
-    tz = ZoneInfo("Asia/Shanghai")
-    expect_months: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    for _id, member_id, _store, total, *_rest, at in orders:
-        if member_id is not None:
-            local = at.astimezone(tz)
-            expect_months[(member_id, local.year * 100 + local.month)][0] += 1
-            expect_months[(member_id, local.year * 100 + local.month)][1] += total
     months = {
-        (m, month): [n, spend]
-        for m, month, n, spend in s.execute(
+        (m, mo): [n, spend]
+        for m, mo, n, spend in s.execute(
             select(
                 MemberMonthlyStats.member_id,
                 MemberMonthlyStats.month,
@@ -215,26 +283,38 @@ def _assert_consistent(s: Session, org_id: int) -> None:
         select(PointLot.earned_at, PointLot.expires_at).where(PointLot.org_id == org_id).limit(200)
     ):
         assert expires_at == points_service.expiry_of(program, earned_at, "Asia/Shanghai")
-    # Points redeemed at one store but issued by another are settled between them, as checkout does.
+    # Points redeemed at one store but issued by another are settled between them, as checkout does,
+    # and so are coupon redemptions and package uses (each a source verify re-derives).
     settled = verify_settlement(s, org_id)
     assert settled.ok, settled.problems[:5]
-    cross = 0
+    cross: dict[int, int] = {}  # redemptions that spent other stores' points -> redeeming store
     for entry_id, redeem_store in s.execute(
         select(PointEntry.id, PointEntry.store_id).where(
             PointEntry.org_id == org_id, PointEntry.kind == EntryKind.REDEEM
         )
     ):
-        issuers = set(
-            s.scalars(
-                select(PointLot.store_id)
-                .join(PointLotMovement, PointLotMovement.lot_id == PointLot.id)
-                .where(PointLotMovement.entry_id == entry_id)
+        if _lot_stores(s, entry_id) - {redeem_store}:
+            assert redeem_store is not None
+            cross[entry_id] = redeem_store
+    # A return's refund of such points is settled when it gives points back to another store's lots.
+    refunds = [
+        entry_id
+        for entry_id, reverses in s.execute(
+            select(PointEntry.id, PointEntry.reverses_entry_id).where(
+                PointEntry.org_id == org_id, PointEntry.kind == EntryKind.REDEEM_REFUND
             )
         )
-        cross += bool(issuers - {redeem_store})
-    assert settled.sources == cross
+        if reverses in cross and _lot_stores(s, entry_id) - {cross[reverses]}
+    ]
+    redemptions = s.scalar(
+        select(func.count()).select_from(CouponRedemption).where(CouponRedemption.org_id == org_id)
+    )
+    uses = s.scalar(select(func.count()).select_from(PackageUse).where(PackageUse.org_id == org_id))
+    assert settled.sources == len(cross) + len(refunds) + (redemptions or 0) + (uses or 0)
     report = verify(s, org_id)
     assert report.ok, report.problems[:5]
+    assert verify_coupons(s, org_id) == []
+    assert verify_packages(s, org_id) == []
 
 
 def test_demo_chain_is_consistent_and_realistic(factory: sessionmaker[Session]) -> None:
@@ -263,6 +343,18 @@ def test_demo_chain_is_consistent_and_realistic(factory: sessionmaker[Session]) 
             .where(MemberStats.org_id == org_id, MemberStats.store_count > 1)
         )
         assert multi == result.multi_store_members > 0
+        # Coupons and packages came through the real services: the last month and this one (the two
+        # months HQ booked a correction in) have settlement entries of every kind.
+        kinds = _kinds_by_month(s, org_id)
+        months = sorted(month for month, kind in kinds if kind == "correction")
+        assert len(months) == 2
+        tz = ZoneInfo("Asia/Shanghai")
+        assert months[1] in {f"{at.astimezone(tz):%Y-%m}" for at in (now, datetime.now(UTC))}
+        for month in months:
+            assert {kind for m, kind in kinds if m == month} == set(settlement.Kind), month
+        assert result.benefits is not None
+        assert result.benefits.coupons_redeemed > 0
+        assert result.benefits.package_uses > 0
         # History lies within the window and never in the future.
         first, last = s.execute(
             select(func.min(Order.occurred_at), func.max(Order.occurred_at)).where(Order.org_id == org_id)
@@ -368,6 +460,7 @@ def test_cli_demo_then_imports(tmp_path: Path) -> None:
     )
     assert loaded.exit_code == 0, loaded.output
     assert "sh01_mgr" in loaded.output
+    assert "service packages: 3 templates" in loaded.output
     skipped = runner.invoke(app, ["demo", "--if-empty", "--org", "clidemo2"])
     assert "demo data not loaded" in skipped.output
 
@@ -391,3 +484,165 @@ def test_cli_demo_then_imports(tmp_path: Path) -> None:
     orders = runner.invoke(app, ["import", "orders", str(orders_csv), "--org", "clidemo"])
     assert orders.exit_code == 0, orders.output
     assert runner.invoke(app, ["verify", "--org", "clidemo"]).exit_code == 0
+
+
+def _kinds_by_month(s: Session, org_id: int) -> dict[tuple[str, str], int]:
+    return {
+        (month, kind): n
+        for month, kind, n in s.execute(
+            select(SettlementEntry.business_month, SettlementEntry.kind, func.count())
+            .where(SettlementEntry.org_id == org_id)
+            .group_by(SettlementEntry.business_month, SettlementEntry.kind)
+        )
+    }
+
+
+def test_demo_benefits_through_the_real_services(factory: sessionmaker[Session]) -> None:
+    """Coupons and service packages of a small demo on the morning of the 1st: counts that follow from
+    the seed, written by the real services (every verify clean), every settlement kind in both months."""
+    now = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)  # 09:30 on 1 April in Shanghai
+    march = datetime(2026, 2, 28, 16, 0, tzinfo=UTC)  # 1 March in Shanghai
+    result = generate(factory, org_code="demo-benefits", members=200, stores=4, days=60, seed=11, now=now)
+    b = result.benefits
+    assert b is not None
+    assert (b.coupon_templates, b.coupons_issued, b.coupons_redeemed, b.coupons_redeemed_elsewhere) == (
+        6,
+        42,
+        18,
+        10,
+    )
+    assert (b.coupon_discount_fen, b.coupon_returns, b.orders, b.order_lines, b.sales_fen) == (
+        75758,
+        3,
+        18,
+        53,
+        646050,
+    )
+    assert (b.package_templates, b.packages_sold, b.package_uses, b.package_uses_elsewhere) == (3, 13, 22, 10)
+    assert (b.packages_refunded, b.corrections, b.settlement_entries) == (1, 2, 30)
+    assert (b.points_earned, b.points_redeemed, b.redeeming_orders, b.points_settled) == (5633, 4478, 8, 3)
+    # The coupon orders are part of the chain's figures; the simulated clock is put back.
+    assert (result.member_orders, result.multi_store_members, result.settlement_entries) == (275, 16, 6)
+    assert "18 used (10 away from the issuer, ¥757.58 off), 3 returned" in result.summary()
+    assert abs(utcnow() - datetime.now(UTC)) < timedelta(minutes=5)
+    org_id = result.org_id
+    with factory() as s:
+        _assert_consistent(s, org_id)
+        assert s.scalar(select(func.count()).select_from(Event).where(Event.org_id == org_id)) == 0
+        stores = {
+            sid: (code, brand)
+            for sid, code, brand in s.execute(
+                select(Store.id, Store.code, Brand.code)
+                .join(Brand, Brand.id == Store.brand_id)
+                .where(Store.org_id == org_id)
+            )
+        }
+        # Templates: issued and redeemed as the counters say; HQ's campaign and compensation coupons
+        # have no issuing store, staff coupons the store that handed them out.
+        assert [
+            tuple(row)
+            for row in s.execute(
+                select(
+                    CouponTemplate.code,
+                    CouponTemplate.bearer,
+                    CouponTemplate.issued_count,
+                    CouponTemplate.redeemed_count,
+                    CouponTemplate.budget_used,
+                )
+                .where(CouponTemplate.org_id == org_id)
+                .order_by(CouponTemplate.id)
+            )
+        ] == [
+            ("HQ-M300-50", "hq", 14, 4, 20000),
+            ("LIFE-88", "redeeming_store", 8, 2, 4798),
+            ("STORE-M100-20", "issuing_store", 6, 2, 4000),
+            ("EXCH-DRINK", "issuing_store", 4, 3, 17970),
+            ("SPLIT-M500-80", "split", 5, 1, 8000),
+            ("COMP-30", "hq", 5, 4, 12000),
+        ]
+        issued: dict[tuple[str, bool], int] = defaultdict(int)
+        for source, store_id in s.execute(
+            select(Coupon.source, Coupon.issuing_store_id).where(Coupon.org_id == org_id)
+        ):
+            issued[(source, store_id is None)] += 1
+        assert dict(issued) == {("campaign", True): 14, ("staff", False): 23, ("compensation", True): 5}
+        # Redemptions: in March and April, at stores the template accepts, discounts as the result says;
+        # a full return gives the coupon back (restore) or spends the item voucher (void).
+        rows = s.execute(
+            select(CouponRedemption, CouponTemplate.code)
+            .join(CouponTemplate, CouponTemplate.id == CouponRedemption.template_id)
+            .where(CouponRedemption.org_id == org_id)
+        ).all()
+        assert len(rows) == 18
+        assert sum(r.discount_fen for r, _ in rows) == 75758
+        assert sum(r.issuing_store_id != r.redeeming_store_id for r, _ in rows) == 10
+        assert all(march <= r.redeemed_at <= now for r, _ in rows)
+        for r, code in rows:
+            if code == "STORE-M100-20":
+                assert r.redeeming_store_id == r.issuing_store_id
+            if code == "LIFE-88":
+                assert stores[r.redeeming_store_id][1] == "life"
+        statuses: dict[str, int] = defaultdict(int)
+        for r, _ in rows:
+            statuses[r.status] += 1
+        assert dict(statuses) == {"redeemed": 16, "restored": 1, "voided": 1}
+        for r, code in rows:
+            coupon = s.get(Coupon, r.coupon_id)
+            assert coupon is not None
+            if r.status == "restored":  # the full return at another store gave the coupon back
+                assert (coupon.status, coupon.redeemed_order_id) == ("available", None)
+            elif r.status == "voided":  # a voucher for an item that came back is spent (void policy)
+                assert (code, coupon.status) == ("EXCH-DRINK", "void")
+            else:
+                assert (coupon.status, coupon.redeemed_order_id) == ("redeemed", r.order_id)
+        # Returns: one order in full at another store, one line at another store, one in full where
+        # it was bought.
+        returns = sorted(
+            (store_id != original, amount, refund, points)
+            for store_id, original, amount, refund, points in s.execute(
+                select(
+                    OrderReturn.store_id,
+                    OrderReturn.original_store_id,
+                    OrderReturn.amount_fen,
+                    OrderReturn.refund_fen,
+                    OrderReturn.points_refunded,
+                ).where(OrderReturn.org_id == org_id)
+            )
+        )
+        assert returns == [(False, 6590, 600, 0), (True, 25600, 23065, 104), (True, 94480, 91480, 0)]
+        # Packages: sold at stores that offer the service, used there and elsewhere, one refunded pro
+        # rata after two uses.
+        packages = s.execute(
+            select(MemberPackage, ServicePackage.code)
+            .join(ServicePackage, ServicePackage.id == MemberPackage.package_id)
+            .where(MemberPackage.org_id == org_id)
+        ).all()
+        assert len(packages) == 13
+        uses = list(s.scalars(select(PackageUse).where(PackageUse.org_id == org_id)))
+        assert len(uses) == 22
+        assert sum(u.used_store_id != u.sold_store_id for u in uses) == 10
+        assert all(march <= u.used_at <= now for u in uses)
+        codes = {p.id: code for p, code in packages}
+        for u in uses:
+            if codes[u.member_package_id] == "NAIL-10":
+                assert stores[u.used_store_id][1] == "life"
+        refunded = [
+            (code, p.uses_left, p.uses_refunded, p.refunded_fen)
+            for p, code in packages
+            if p.status == "refunded"
+        ]
+        assert refunded == [("PT-12", 0, 10, 300000)]
+        # Settlement: every kind in March and in the nine hours of April gone.
+        kinds = _kinds_by_month(s, org_id)
+        assert {k: v for k, v in kinds.items() if k[0] in ("2026-03", "2026-04")} == {
+            ("2026-03", "correction"): 1,
+            ("2026-03", "coupon_redeemed"): 10,
+            ("2026-03", "cross_store_return"): 1,
+            ("2026-03", "package_used"): 9,
+            ("2026-03", "points_redeemed"): 3,
+            ("2026-04", "correction"): 1,
+            ("2026-04", "coupon_redeemed"): 2,
+            ("2026-04", "cross_store_return"): 1,
+            ("2026-04", "package_used"): 1,
+            ("2026-04", "points_redeemed"): 2,
+        }

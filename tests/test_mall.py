@@ -18,10 +18,12 @@ from onemember.app import create_app
 from onemember.audit.models import AuditLog
 from onemember.auth.principal import Principal, system_principal
 from onemember.auth.service import authenticate
+from onemember.coupons.models import Coupon, CouponTemplate
 from onemember.db import make_engine, make_sessionmaker
 from onemember.errors import DomainError
 from onemember.events.models import Event
 from onemember.members import service as members
+from onemember.org import service as org_service
 from onemember.points import admin_api, mall
 from onemember.points import service as points
 from onemember.points.models import (
@@ -183,6 +185,7 @@ def test_rewards_of_each_kind_are_offered_where_they_are_in_stock(
         "stock_mode": "central",
         "active": True,
         "quantity": None,
+        "coupon_template_code": None,
     }
     create_reward(
         client, hq, code="CPN", name="满100减10券", kind="coupon", points_cost=500, stock_mode="none"
@@ -292,6 +295,7 @@ def test_gift_redemption_spends_soonest_expiring_points_and_waits_for_pickup(
         "fulfilled_at": None,
         "fulfilled_by": "",
         "points_balance": 150,
+        "coupon_code": None,
     }
     assert lots_of(factory, m["member_no"], chain.org_id) == [
         (200, 50, LATER),
@@ -738,7 +742,7 @@ def _race(
         try:
             member = members.by_member_no(s, till.org_id, member_no)
             reward = mall.reward_by_code(s, till.org_id, "LAST")
-            store = mall.redeeming_store(s, till, None)
+            store = org_service.acting_store(s, till, None)
             mall.redeem_reward(s, till, member, reward, store)
             s.commit()
             result = "ok"
@@ -747,3 +751,167 @@ def _race(
             result = err.code
     with lock:
         outcomes[result] += 1
+
+
+def _settlement(factory: sessionmaker[Session], chain: Chain) -> list[tuple[str, str, str, int, bool]]:
+    """(kind, debtor, creditor, fen, is_reversal) of the org's settlement entries, in order."""
+    from onemember.settlement.models import SettlementEntry
+
+    names = {v: k for k, v in chain.stores.items()}
+    with factory() as s:
+        rows = s.scalars(
+            select(SettlementEntry).where(SettlementEntry.org_id == chain.org_id).order_by(SettlementEntry.id)
+        ).all()
+        return [
+            (
+                e.kind,
+                names.get(e.debtor_key, "HQ"),
+                names.get(e.creditor_key, "HQ"),
+                e.amount_fen,
+                e.reverses_id is not None,
+            )
+            for e in rows
+        ]
+
+
+def test_a_coupon_reward_issues_its_coupon_at_once_and_settles_when_used(
+    client: TestClient, chain: Chain, factory: sessionmaker[Session]
+) -> None:
+    """A coupon reward names its template: redeeming it issues an HQ coupon to the member and the
+    redemption is fulfilled at once. The coupon's discount is settled by the template's bearer when it
+    is used; a gift handed over at B for points earned at A settles the points (A repays B)."""
+    from onemember.coupons.verify import verify_coupons
+    from onemember.settlement.verify import verify_settlement
+
+    hq = login(client, chain, "hq")
+    r = client.post(
+        "/api/v1/coupon-templates",
+        json={
+            "code": "MALL20",
+            "name": "满100减20",
+            "kind": "amount_off",
+            "threshold_fen": 10000,
+            "amount_fen": 2000,
+            "valid_days": 30,
+            "total_quantity": 1,
+            "bearer": "hq",
+        },
+        headers=hq,
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/api/v1/coupon-templates",
+        json={
+            "code": "AONLY",
+            "name": "A 店券",
+            "kind": "amount_off",
+            "amount_fen": 500,
+            "valid_days": 30,
+            "accept_scope": "issuing_store",
+        },
+        headers=hq,
+    )
+    assert r.status_code == 201, r.text
+    out = create_reward(
+        client,
+        hq,
+        code="CPN20",
+        name="20 元券",
+        kind="coupon",
+        points_cost=400,
+        stock_mode="none",
+        coupon_template_code="MALL20",
+    )
+    assert out["coupon_template_code"] == "MALL20"
+    # Templates the mall cannot issue are refused and nothing is written.
+    before = snapshot(factory, chain.org_id)
+    rewards_before = _rewards(factory, chain.org_id)
+    for fields, msg in (
+        ({"coupon_template_code": "NOPE"}, "Coupon template NOPE does not exist"),
+        (
+            {"coupon_template_code": "AONLY"},
+            "Mall coupons are issued by HQ, so the template cannot be for the issuing store only",
+        ),
+        ({"kind": "gift", "coupon_template_code": "MALL20"}, "Only a coupon reward names a coupon template"),
+    ):
+        body = {
+            "code": "X",
+            "name": "券",
+            "kind": "coupon",
+            "points_cost": 100,
+            "stock_mode": "none",
+            **fields,
+        }
+        r = client.post("/api/v1/rewards", json=body, headers={**hq, "Accept-Language": "en"})
+        assert (r.status_code, r.json()["code"], r.json()["field"], r.json()["detail"]) == (
+            422,
+            "points.invalid_reward",
+            "coupon_template_code",
+            msg,
+        )
+    assert snapshot(factory, chain.org_id) == before
+    assert _rewards(factory, chain.org_id) == rewards_before == ["CPN20"]
+
+    m = register(client, chain, "A", "18900000120")
+    other = register(client, chain, "A", "18900000121")
+    give(factory, chain, m["member_no"], 1000, store="A")
+    give(factory, chain, other["member_no"], 1000, store="A")
+    got = redeem(client, login(client, chain, "c_clerk"), m["member_no"], "CPN20", store_code="C")
+    assert (got["status"], got["fulfilled_by"], got["points_balance"]) == ("fulfilled", "staff:c_clerk", 600)
+    code = got["coupon_code"]
+    r = client.get(f"/api/v1/members/{m['member_no']}/coupons", headers=chain.key("A"))
+    [coupon] = r.json()["coupons"]
+    assert (coupon["code"], coupon["template_code"], coupon["source"], coupon["issuing_store_code"]) == (
+        code,
+        "MALL20",
+        "mall",
+        None,
+    )
+    # The template had one coupon: the next redemption is refused and spends no points.
+    before = snapshot(factory, chain.org_id)
+    body = redeem(client, chain.key("C"), other["member_no"], "CPN20", expect=409, store_code="C")
+    assert body["code"] == "coupons.sold_out"
+    assert snapshot(factory, chain.org_id) == before
+    with factory() as s:
+        coupons = s.scalars(select(Coupon.code).where(Coupon.org_id == chain.org_id)).all()
+        issued = s.scalar(
+            select(CouponTemplate.issued_count).where(
+                CouponTemplate.org_id == chain.org_id, CouponTemplate.code == "MALL20"
+            )
+        )
+    assert (list(coupons), issued) == ([code], 1)
+    assert _settlement(factory, chain) == []  # the mall coupon's points settle nothing
+
+    # Used at B on a 120.00 basket: HQ repays B the 20.00.
+    r = client.post(
+        "/api/v1/orders",
+        json={
+            "member": {"member_no": m["member_no"]},
+            "lines": [
+                {"sku": "TEA", "name": "TEA", "category": "食品", "quantity": 1, "unit_price_fen": 12000}
+            ],
+            "coupon_codes": [code],
+            "payments": [{"method": "cash", "amount_fen": 10000}],
+        },
+        headers=chain.key("B"),
+    )
+    assert r.status_code == 201, r.text
+    assert _settlement(factory, chain) == [("coupon_redeemed", "HQ", "B", 2000, False)]
+
+    # A gift handed over at B for points A issued: A repays B their value (1 fen a point); a cancelled
+    # redemption reverses it.
+    create_reward(client, hq, **GIFT)
+    set_stock(client, hq, "MUG", 5)
+    mug = redeem(client, chain.key("B"), other["member_no"], "MUG", store_code="B")
+    assert mug["status"] == "pending"
+    r = client.post(
+        f"/api/v1/reward-redemptions/{mug['id']}/cancel", json={"reason": "缺货"}, headers=chain.key("B")
+    )
+    assert r.status_code == 200, r.text
+    assert _settlement(factory, chain)[1:] == [
+        ("points_redeemed", "A", "B", 300, False),
+        ("points_redeemed", "B", "A", 300, True),
+    ]
+    with factory() as s:
+        assert verify_settlement(s, chain.org_id).problems == []
+        assert verify_coupons(s, chain.org_id) == []

@@ -23,6 +23,7 @@ from onemember.db import make_engine, make_sessionmaker, set_clock
 from onemember.errors import DomainError
 from onemember.events.models import Event
 from onemember.members import service as members
+from onemember.org import service as org_service
 from onemember.packages import api as packages_api
 from onemember.packages import calculations
 from onemember.packages import service as packages
@@ -724,7 +725,7 @@ def test_two_tills_race_for_the_last_use(engine: Engine) -> None:
             hq,
             packages.PackageSpec(code="LAST", name="最后一次", service_code="svc", uses=2, price_fen=999),
         )
-        store_a = packages.acting_store(s, till_a, None)
+        store_a = org_service.acting_store(s, till_a, None)
         ids = []
         for _ in range(ROUNDS):
             package = packages.sell_package(
@@ -788,7 +789,7 @@ def _race(
     barrier.wait()
     with factory() as s:
         try:
-            store = packages.acting_store(s, till, None)
+            store = org_service.acting_store(s, till, None)
             packages.use_package(s, till, package_id, store)
             s.commit()
             result = "ok"

@@ -139,7 +139,7 @@ def test_scripted_month_statement_matches_the_hand_worked_one(
 ) -> None:
     m1 = {"kind": "phone", "value": "18400000001"}
     m2 = {"kind": "phone", "value": "18400000002"}
-    register(client, chain, "A", "18400000001")
+    m1_no = register(client, chain, "A", "18400000001")["member_no"]
     register(client, chain, "C", "18400000002")
 
     # 3 Oct, A: M1 buys 2 x 250.00 and earns 500 points (a lot issued by A).
@@ -179,11 +179,71 @@ def test_scripted_month_statement_matches_the_hand_worked_one(
     r6 = return_lines(client, chain, "A", o3["order_no"], [(1, 1)])
     assert (r6["refund_fen"], r6["points_refunded"]) == (19400, 600)
     settle_return(factory, chain, r6)
-    # 27-28 Oct: an HQ-funded coupon worth 50.00 redeemed at B (HQ owes B 5000) and a package sold at
-    # A used at C, one use worth 30.00 (A owes C 3000), as the coupons and packages domains record them.
+    # 27 Oct: HQ issues M1 an HQ-funded coupon worth 50.00 (issued by no store); M1 uses it at B on a
+    # 100.00 order, so HQ owes B 5000. 28 Oct: M1 buys a 10-use manicure package at A for 300.00 (each
+    # use worth 30.00; the selling store bears the cost) and has one manicure at C: A owes C 3000.
+    clock[0] = at(10, 27)
+    hq = login(client, chain, "hq")
+    r = client.post(
+        "/api/v1/coupon-templates",
+        json={
+            "code": "HQ50",
+            "name": "总部 50 元券",
+            "kind": "amount_off",
+            "threshold_fen": 0,
+            "amount_fen": 5000,
+            "valid_days": 30,
+            "bearer": "hq",
+        },
+        headers=hq,
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(f"/api/v1/members/{m1_no}/coupons", json={"template_code": "HQ50"}, headers=hq)
+    assert (r.status_code, r.json()["issuing_store_code"]) == (201, None), r.text
+    o7 = checkout(
+        client,
+        chain,
+        "B",
+        m1,
+        [line("HAT", 1, 10000, "服装")],
+        coupon_codes=[r.json()["code"]],
+        payments=[{"method": "cash", "amount_fen": 5000}],
+    )
+    assert (o7["coupon_discount_fen"], o7["paid_fen"]) == (5000, 5000)
+    clock[0] = at(10, 28)
+    hq = login(client, chain, "hq")
+    r = client.post(
+        "/api/v1/service-packages",
+        json={
+            "code": "NAIL10",
+            "name": "美甲十次卡",
+            "service_code": "manicure",
+            "uses": 10,
+            "price_fen": 30000,
+        },
+        headers=hq,
+    )
+    assert r.status_code == 201, r.text
+    assert (r.json()["bearer"], r.json()["per_use_fen"][0]) == ("issuing_store", 3000)
+    r = client.post(
+        f"/api/v1/members/{m1_no}/packages",
+        json={"package_code": "NAIL10", "payment_method": "cash", "amount_fen": 30000},
+        headers=chain.key("A"),
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        f"/api/v1/member-packages/{r.json()['id']}/uses", json={"uses": 1}, headers=chain.key("C")
+    )
+    assert (r.status_code, r.json()["value_fen"]) == (201, 3000), r.text
+    # Recording a source again changes nothing.
     with factory() as s:
-        clock[0] = at(10, 27)
-        coupon = settlement.record_benefit_use(
+        [redemption_ref] = s.scalars(
+            select(SettlementEntry.source_ref).where(
+                SettlementEntry.org_id == chain.org_id, SettlementEntry.kind == "coupon_redeemed"
+            )
+        ).all()
+        assert redemption_ref is not None
+        again = settlement.record_benefit_use(
             s,
             chain.org_id,
             settlement.Kind.COUPON_REDEEMED,
@@ -191,32 +251,9 @@ def test_scripted_month_statement_matches_the_hand_worked_one(
             issuer_store_id=None,
             redeeming_store_id=chain.stores["B"],
             value_fen=5000,
-            source_ref="coupon:test-1",
+            source_ref=redemption_ref,
         )
-        clock[0] = at(10, 28)
-        package = settlement.record_benefit_use(
-            s,
-            chain.org_id,
-            settlement.Kind.PACKAGE_USED,
-            bearer="issuing_store",
-            issuer_store_id=chain.stores["A"],
-            redeeming_store_id=chain.stores["C"],
-            value_fen=3000,
-            source_ref="package_use:test-1",
-        )
-        assert coupon is not None
-        assert package is not None
-        # Recording a source again changes nothing.
-        settlement.record_benefit_use(
-            s,
-            chain.org_id,
-            settlement.Kind.COUPON_REDEEMED,
-            bearer="hq",
-            issuer_store_id=None,
-            redeeming_store_id=chain.stores["B"],
-            value_fen=5000,
-            source_ref="coupon:test-1",
-        )
+        assert again is not None
         s.commit()
     settle_checkout(factory, chain, o3, "B")  # a retry of the checkout hook is a no-op too
 
@@ -245,7 +282,7 @@ def test_scripted_month_statement_matches_the_hand_worked_one(
         ]
         report = verify_settlement(s, chain.org_id)
         assert report.problems == []
-        assert (report.entries, report.sources) == (7, 3)
+        assert (report.entries, report.sources) == (7, 5)
 
     # The statement, worked out by hand:
     #   A vs B: owed 500 (points reversal) + 19400 (return for B), owes 500 (points)  -> +19400
@@ -332,15 +369,9 @@ def test_closing_freezes_a_period_and_late_entries_land_in_the_next(
 ) -> None:
     a, b, c = (chain.stores[k] for k in "ABC")
     with factory() as s:
-        settlement.record(
-            s, chain.org_id, "coupon_redeemed", a, b, 1200, source_ref="coupon:s1", at=at(9, 20)
-        )
-        settlement.record(
-            s, chain.org_id, "package_used", b, c, 800, source_ref="package_use:o1", at=at(10, 9)
-        )
-        settlement.record(
-            s, chain.org_id, "coupon_redeemed", HQ, a, 300, source_ref="coupon:o2", at=at(10, 30)
-        )
+        settlement.record(s, chain.org_id, "correction", a, b, 1200, source_ref="corr:s1", at=at(9, 20))
+        settlement.record(s, chain.org_id, "correction", b, c, 800, source_ref="corr:o1", at=at(10, 9))
+        settlement.record(s, chain.org_id, "correction", HQ, a, 300, source_ref="corr:o2", at=at(10, 30))
         s.commit()
     clock[0] = at(11, 2)
     hq, a_mgr = login(client, chain, "hq"), login(client, chain, "a_mgr")
@@ -413,7 +444,7 @@ def test_closing_freezes_a_period_and_late_entries_land_in_the_next(
     # Anything for October recorded now lands in November: a late checkout hook, an HQ correction.
     with factory() as s:
         late = settlement.record(
-            s, chain.org_id, "coupon_redeemed", c, a, 450, source_ref="coupon:late", at=at(10, 31)
+            s, chain.org_id, "correction", c, a, 450, source_ref="corr:late", at=at(10, 31)
         )
         assert (late.business_month, late.period) == ("2026-10", "2026-11")
         s.commit()
@@ -552,9 +583,7 @@ def test_verify_settlement_detects_changes_to_a_closed_period(
 ) -> None:
     a, b = chain.stores["A"], chain.stores["B"]
     with factory() as s:
-        e = settlement.record(
-            s, chain.org_id, "coupon_redeemed", a, b, 700, source_ref="coupon:x", at=at(10, 5)
-        )
+        e = settlement.record(s, chain.org_id, "correction", a, b, 700, source_ref="corr:x", at=at(10, 5))
         s.commit()
     clock[0] = at(11, 1)
     with factory() as s:
@@ -675,7 +704,7 @@ def test_close_races_with_tills_recording_into_the_same_month(engine: Engine, cl
         period = f"2026-{month:02d}"
         with factory() as s:  # something already in the month before the race
             settlement.record(
-                s, chain.org_id, "coupon_redeemed", a, b, 1, source_ref=f"pre:{month}", at=at(month, 1)
+                s, chain.org_id, "correction", a, b, 1, source_ref=f"pre:{month}", at=at(month, 1)
             )
             s.commit()
         barrier = threading.Barrier(WRITERS + 1)
@@ -736,7 +765,7 @@ def _race_write(
     barrier.wait()
     try:
         with factory() as s:
-            settlement.record(s, org_id, "coupon_redeemed", *pair, amount, source_ref=ref, at=when)
+            settlement.record(s, org_id, "correction", *pair, amount, source_ref=ref, at=when)
             s.commit()
     except BaseException as err:  # pragma: no cover - the test reports it
         errors.append(err)

@@ -318,6 +318,7 @@ def test_return_at_another_store_notifies_the_original_store(
         "points_reversed": 50,
         "points_refunded": 0,
         "points_shortfall": 0,
+        "coupons": [],
     }
     t, mac = expected_signature(hook_a["secret"], to_a)
     assert to_a.headers["x-onemember-signature"] == f"t={t},v1={mac}"

@@ -11,13 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from onemember import __version__
 from onemember.db import make_engine, make_sessionmaker
 from onemember.deps import lang_of
-from onemember.errors import DomainError
+from onemember.errors import DomainError, ValueOutOfRange
 from onemember.settings import Settings, get_settings
 
 
@@ -82,6 +83,12 @@ def create_app(
             exc.to_problem(lang_of(request)), status_code=exc.status, media_type="application/problem+json"
         )
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, exc: Exception) -> Response:
+        # A number the database cannot hold (an id above 2**63 in a URL, say): bad input, not a crash.
+        return await domain_error(request, ValueOutOfRange())
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -118,7 +125,17 @@ def create_app(
     from onemember.points.api import router as points_router
     from onemember.points.program_api import router as program_router
     from onemember.settlement.api import router as settlement_router
-    from onemember.web import console, console_members, console_org, console_points, member, pos
+    from onemember.web import (
+        console,
+        console_benefits,
+        console_mall,
+        console_members,
+        console_org,
+        console_points,
+        console_settlement,
+        member,
+        pos,
+    )
 
     api_routers = (
         auth_router,
@@ -137,6 +154,9 @@ def create_app(
         console.router,
         console_members.router,
         console_points.router,
+        console_benefits.router,
+        console_mall.router,
+        console_settlement.router,
         console_org.router,
         pos.router,
         member.router,

@@ -165,6 +165,8 @@ def apikey_create(
 @app.command()
 def verify(org: OrgOpt = None) -> None:
     """Prove ledger entries, lots and cached balances agree; exit non-zero with a report if not."""
+    from onemember.coupons.verify import verify_coupons
+    from onemember.packages.verify import verify_packages
     from onemember.points.verify import verify as verify_ledger
     from onemember.settlement.verify import verify_settlement
 
@@ -172,19 +174,25 @@ def verify(org: OrgOpt = None) -> None:
         org_id = _org(session, org).id if org else None
         report = verify_ledger(session, org_id)
         settled = verify_settlement(session, org_id)
+        org_ids = [org_id] if org_id is not None else list(session.scalars(select(Org.id).order_by(Org.id)))
+        benefits = [
+            p for oid in org_ids for p in (*verify_coupons(session, oid), *verify_packages(session, oid))
+        ]
     console.print(f"accounts {report.accounts}, entries {report.entries}, lots {report.lots}")
     console.print(
         f"settlement entries {settled.entries}, sources {settled.sources}, "
         f"closed periods {settled.closed_periods}"
     )
     report.problems.extend(settled.problems)
+    report.problems.extend(benefits)
     if not report.ok:
         for problem in report.problems[:200]:
             console.print(f"[red]✗[/red] {problem}")
         console.print(f"[red]{len(report.problems)} problem(s)[/red]")
         raise typer.Exit(1)
     console.print(
-        "[green]✓ ledger = lots = balances; settlement nets to zero and matches its sources[/green]"
+        "[green]✓ ledger = lots = balances; coupons and packages match their uses; "
+        "settlement nets to zero and matches its sources[/green]"
     )
 
 

@@ -77,3 +77,9 @@ class Invalid(DomainError):
     code = "request.invalid"
     zh = "请求内容无效"
     en = "The request is invalid"
+
+
+class ValueOutOfRange(Invalid):
+    code = "request.out_of_range"
+    zh = "请求中的数值超出范围"
+    en = "A number in the request is out of range"

@@ -347,12 +347,3 @@ def accepted_at(
     if scope == "issuing_store":
         return issuing_store_id is not None and store.id == issuing_store_id
     return False
-
-
-def split_cost(discount_fen: int, bearer: str, issuer_pct: int) -> tuple[int, int]:
-    """(issuing store's part, the rest) of a discount under a ``split`` bearer; rounding favours HQ's
-    side never by more than a fen."""
-    if bearer != "split":
-        raise ValueError("split_cost is for the split bearer")
-    issuer = discount_fen * issuer_pct // 100
-    return issuer, discount_fen - issuer

@@ -35,6 +35,7 @@ from onemember.common.counters import member_no_for, next_value
 from onemember.common.crypto import get_cipher, mask
 from onemember.common.types import EntryKind, IdentityKind, MemberStatus
 from onemember.db import utcnow
+from onemember.demo.benefits import BenefitsResult, add_benefits
 from onemember.demo.bulk import Batch, BulkWriter, table_of
 from onemember.demo.chain import ADMIN_PASSWORD, STORE_PASSWORD, Chain, StoreInfo, build_chain
 from onemember.demo.data import (
@@ -278,6 +279,7 @@ class DemoResult:
     points_redeemed: int = 0
     points_expired: int = 0
     settlement_entries: int = 0
+    benefits: BenefitsResult | None = None
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -296,6 +298,7 @@ class DemoResult:
             f"  points: {self.points_earned:,} earned, {self.points_redeemed:,} redeemed in "
             f"{self.redeeming_orders:,} orders ({self.settlement_entries:,} settled between stores), "
             f"{self.points_expired:,} expired",
+            *([self.benefits.summary()] if self.benefits else []),
             f"  log in as HQ: admin / {ADMIN_PASSWORD};  store manager: sh01_mgr / {STORE_PASSWORD}",
         ]
         return "\n".join(lines)
@@ -1342,4 +1345,7 @@ def _generate(
             session.execute(text(f"ANALYZE {name}"))
     result.rows = dict(writer.counts)
     progress.advance(task)
+    if days:  # coupons and packages through the real services, on top of the history
+        benefits_rng = random.Random(rng.getrandbits(64))
+        add_benefits(session, progress, benefits_rng, chain, now, members).fold_into(result)
     return result

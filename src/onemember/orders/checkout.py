@@ -51,15 +51,11 @@ from onemember.tiers import service as tiers
 
 def acting_store(session: Session, principal: Principal, store_code: str | None) -> Store:
     """The store a till call acts for: the terminal's or clerk's own, or one named by HQ/regional staff."""
-    if store_code:
-        store = org_service.store_by_code(session, principal.org_id, store_code)
-    elif principal.store_id is not None:
-        store = org_service.get_store(session, principal.org_id, principal.store_id)
-    else:
+    store = org_service.acting_store(session, principal, store_code)
+    if store is None:
         raise InvalidOrder(
             "请指定门店 store_code", "Name the store (store_code)", code="orders.store_required"
         )
-    principal.require_store(store.id)
     return store
 
 
@@ -339,7 +335,12 @@ def checkout(session: Session, principal: Principal, data: CheckoutIn, *, source
                 raise
             order.order_no = public_no("S", occurred, org.timezone)
     if q.coupon_app is not None:
-        coupon_service.redeem_applied(session, q.coupon_app, order.id, store.id, now)
+        codes = {c.coupon_id: c.code for c in q.coupon_app.coupons}
+        for redemption in coupon_service.redeem_applied(session, q.coupon_app, order.id, store.id, now):
+            # A coupon funded by another store or HQ: its funder repays this store (the sale's month).
+            settlement.record_coupon_redemption(
+                session, redemption, code=codes[redemption.coupon_id], at=occurred, actor=principal.actor
+            )
     line_rows = [
         OrderLine(
             org_id=principal.org_id,

@@ -24,7 +24,7 @@ from onemember.orders.checkout import acting_store
 from onemember.orders.errors import InvalidOrder, OrderNotFound, ReturnExceedsQuantity
 from onemember.orders.models import Order, OrderLine, OrderReturn, ReturnLine
 from onemember.orders.numbers import public_no
-from onemember.orders.schemas import ReturnIn, ReturnLineOut, ReturnOut
+from onemember.orders.schemas import ReturnCouponOut, ReturnIn, ReturnLineOut, ReturnOut
 from onemember.org import service as org_service
 from onemember.org.models import Store
 from onemember.points import calculations as calc
@@ -98,7 +98,10 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
 
     now = utcnow()
     # Coupons used on the order: take back the returned units' share; restore or void per template.
-    coupon_service.on_return(session, order.id, sorted(wanted.items()), at=now)
+    coupon_returns = coupon_service.on_return(session, order.id, sorted(wanted.items()), at=now)
+    coupons_out = [
+        ReturnCouponOut(code=c.code, returned_fen=c.returned_fen, action=c.action) for c in coupon_returns
+    ]
     parts = []
     for line_no, qty in sorted(wanted.items()):
         line = lines[line_no]
@@ -221,6 +224,9 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
     assert original_store is not None
     # The original store sold it, this store pays the refund: the original store owes it.
     settlement.record_cross_store_return(session, ret.id)
+    settlement.record_coupon_returns(
+        session, [c.redemption for c in coupon_returns], ret.id, at=ret.occurred_at, actor=principal.actor
+    )
     audit.record(
         session,
         principal,
@@ -248,6 +254,7 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
         "points_reversed": reversed_pts,
         "points_refunded": refunded_pts,
         "points_shortfall": shortfall,
+        "coupons": [c.model_dump() for c in coupons_out],
     }
     events.emit(
         session,
@@ -283,6 +290,7 @@ def return_lines(session: Session, principal: Principal, order_no: str, data: Re
         out_lines,
         account.balance if account else None,
         account.debt if account else None,
+        coupons_out,
     )
 
 
@@ -327,6 +335,7 @@ def return_out(
     lines: list[ReturnLineOut],
     balance: int | None,
     debt: int | None,
+    coupons: list[ReturnCouponOut] | None = None,
 ) -> ReturnOut:
     return ReturnOut(
         return_no=ret.return_no,
@@ -345,4 +354,5 @@ def return_out(
         points_debt=debt,
         lines=lines,
         created_at=ret.created_at,
+        coupons=coupons or [],
     )

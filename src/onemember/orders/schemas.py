@@ -146,6 +146,14 @@ class ReturnLineOut(BaseModel):
     points_refunded: int
 
 
+class ReturnCouponOut(BaseModel):
+    """What a return did to a coupon used on the order."""
+
+    code: str
+    returned_fen: int  # the coupon's discount on the returned units (already out of the refund)
+    action: str  # kept (still used) | restored (back with the member) | voided
+
+
 class ReturnOut(BaseModel):
     return_no: str
     order_no: str
@@ -163,6 +171,7 @@ class ReturnOut(BaseModel):
     points_debt: int | None
     lines: list[ReturnLineOut]
     created_at: datetime
+    coupons: list[ReturnCouponOut] = []  # in the return's own answer; not kept on the return
 
 
 class OrderOut(BaseModel):

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onemember.auth.passwords import hash_password
+from onemember.auth.principal import Principal
 from onemember.common.types import Role
 from onemember.errors import Conflict, Invalid, NotFound
 from onemember.org.models import Brand, Org, Region, Staff, Store
@@ -128,6 +129,19 @@ def store_by_code(session: Session, org_id: int, code: str) -> Store:
     store = session.scalar(select(Store).where(Store.org_id == org_id, Store.code == code))
     if store is None:
         raise StoreNotFound(f"找不到门店 {code}", f"No store with code {code}")
+    return store
+
+
+def acting_store(session: Session, principal: Principal, store_code: str | None) -> Store | None:
+    """The store an action happens at: the one named, else the caller's own; None when the caller has no
+    store of its own (HQ, CS) and names none. A named store is checked against the caller's scope."""
+    if store_code:
+        store = store_by_code(session, principal.org_id, store_code)
+    elif principal.store_id is not None:
+        store = get_store(session, principal.org_id, principal.store_id)
+    else:
+        return None
+    principal.require_store(store.id)
     return store
 
 

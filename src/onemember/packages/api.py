@@ -15,6 +15,7 @@ from onemember.common import idempotency
 from onemember.db import utcnow
 from onemember.deps import CurrentPrincipal, IdempotencyKey, Lang, SessionDep, respond
 from onemember.members import service as members
+from onemember.org import service as org_service
 from onemember.org.models import Brand, Region, Store
 from onemember.packages import calculations
 from onemember.packages import service as packages
@@ -252,7 +253,7 @@ def list_package_templates(
     include_inactive: bool = False,
 ) -> TemplateListOut:
     """The packages on sale; with ``store_code``, only those whose service that store performs."""
-    store = packages.acting_store(session, principal, store_code) if store_code else None
+    store = org_service.acting_store(session, principal, store_code) if store_code else None
     found = packages.templates(session, principal.org_id, store=store, active_only=not include_inactive)
     return TemplateListOut(
         store_code=store.code if store else None, packages=[template_out(session, t) for t in found]
@@ -276,7 +277,7 @@ def sell_package(
     def work() -> MemberPackageOut:
         member = members.by_member_no(session, principal.org_id, member_no)
         template = packages.template_by_code(session, principal.org_id, body.package_code)
-        store = packages.acting_store(session, principal, body.store_code)
+        store = org_service.acting_store(session, principal, body.store_code)
         package = packages.sell_package(
             session,
             principal,
@@ -306,7 +307,7 @@ def grant_package(
     def work() -> MemberPackageOut:
         member = members.by_member_no(session, principal.org_id, member_no)
         template = packages.template_by_code(session, principal.org_id, body.package_code)
-        store = packages.acting_store(session, principal, body.store_code)
+        store = org_service.acting_store(session, principal, body.store_code)
         package = packages.grant_package(
             session, principal, member, template, store, source=body.source, reason=body.reason
         )
@@ -348,7 +349,7 @@ def use_package(
 
     def work() -> UseOut:
         member = members.by_member_no(session, principal.org_id, body.member_no) if body.member_no else None
-        store = packages.acting_store(session, principal, body.store_code)
+        store = org_service.acting_store(session, principal, body.store_code)
         use = packages.use_package(
             session, principal, package_id, store, uses=body.uses, note=body.note, member=member
         )

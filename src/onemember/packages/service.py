@@ -309,18 +309,6 @@ def templates(
 # --- selling and granting ----------------------------------------------------------------------------
 
 
-def acting_store(session: Session, principal: Principal, store_code: str | None) -> Store | None:
-    """The store named, else the caller's own; HQ and CS may name none. Checked against the scope."""
-    if store_code:
-        store = org_service.store_by_code(session, principal.org_id, store_code)
-    elif principal.store_id is not None:
-        store = org_service.get_store(session, principal.org_id, principal.store_id)
-    else:
-        return None
-    principal.require_store(store.id)
-    return store
-
-
 def _require_member(principal: Principal, member: Member) -> None:
     if member.org_id != principal.org_id or member.status != MemberStatus.ACTIVE:
         raise MemberNotFound()

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onemember.common import idempotency
+from onemember.coupons.models import CouponTemplate
 from onemember.deps import CurrentPrincipal, IdempotencyKey, Lang, SessionDep, respond
 from onemember.errors import Invalid
 from onemember.members import service as members
@@ -38,6 +39,7 @@ class RewardIn(BaseModel):
     cash_fen: int = 0
     per_member_limit: int | None = None
     stock_mode: str = Field(default="central", max_length=10)
+    coupon_template_code: str | None = Field(default=None, max_length=40)  # coupon rewards issue this
 
 
 class RewardOut(BaseModel):
@@ -50,6 +52,7 @@ class RewardOut(BaseModel):
     stock_mode: str
     active: bool
     quantity: int | None = None  # units on hand for the store asked about; None when unlimited
+    coupon_template_code: str | None = None
 
 
 class RewardListOut(BaseModel):
@@ -97,6 +100,7 @@ class RedemptionOut(BaseModel):
     fulfilled_at: datetime | None
     fulfilled_by: str
     points_balance: int
+    coupon_code: str | None = None  # the coupon a coupon reward issued
 
 
 class RedemptionListOut(BaseModel):
@@ -165,7 +169,12 @@ def _member_no(session: Session, member_id: int) -> str:
     return mall.current_member(session, member_id).member_no
 
 
-def reward_out(reward: Reward, quantity: int | None = None) -> RewardOut:
+def reward_out(session: Session, reward: Reward, quantity: int | None = None) -> RewardOut:
+    template = (
+        session.get(CouponTemplate, reward.coupon_template_id)
+        if reward.coupon_template_id is not None
+        else None
+    )
     return RewardOut(
         code=reward.code,
         name=reward.name,
@@ -176,7 +185,16 @@ def reward_out(reward: Reward, quantity: int | None = None) -> RewardOut:
         stock_mode=reward.stock_mode,
         active=reward.active,
         quantity=quantity,
+        coupon_template_code=template.code if template is not None else None,
     )
+
+
+def _coupon_code(session: Session, redemption: RewardRedemption, reward: Reward) -> str | None:
+    """The coupon a coupon reward issued; other rewards issue none, so their rows are not looked up."""
+    if reward.coupon_template_id is None:
+        return None
+    coupon = mall.coupon_of(session, redemption)
+    return coupon.code if coupon is not None else None
 
 
 def redemption_out(session: Session, redemption: RewardRedemption, reward: Reward) -> RedemptionOut:
@@ -197,6 +215,7 @@ def redemption_out(session: Session, redemption: RewardRedemption, reward: Rewar
         fulfilled_at=redemption.fulfilled_at,
         fulfilled_by=redemption.fulfilled_by,
         points_balance=account.balance if account else 0,
+        coupon_code=_coupon_code(session, redemption, reward),
     )
 
 
@@ -272,7 +291,9 @@ def create_reward(
     """Offer a new reward in the points mall (HQ): a gift, coupon, service, or points + cash."""
 
     def work() -> RewardOut:
-        return reward_out(mall.create_reward(session, principal, mall.RewardSpec(**body.model_dump())))
+        return reward_out(
+            session, mall.create_reward(session, principal, mall.RewardSpec(**body.model_dump()))
+        )
 
     return _run(session, principal, idem, "points.reward_create", body.model_dump(), work, lang, 201)
 
@@ -282,11 +303,13 @@ def list_rewards_at_store(
     principal: CurrentPrincipal, session: SessionDep, store_code: str | None = None
 ) -> RewardListOut:
     """Rewards a member can redeem at a store now, with the units on hand there."""
-    store = mall.redeeming_store(session, principal, store_code)
+    store = org_service.acting_store(session, principal, store_code)
     if store is None:
         raise Invalid("请指定门店 store_code", "Name the store (store_code)", code="points.store_required")
     offers = mall.offers_at_store(session, principal.org_id, store.id)
-    return RewardListOut(store_code=store.code, rewards=[reward_out(o.reward, o.quantity) for o in offers])
+    return RewardListOut(
+        store_code=store.code, rewards=[reward_out(session, o.reward, o.quantity) for o in offers]
+    )
 
 
 @router.post("/rewards/{reward_code}/stock", response_model=StockOut)
@@ -323,7 +346,7 @@ def set_reward_active(
 
     def work() -> RewardOut:
         reward = mall.reward_by_code(session, principal.org_id, reward_code)
-        return reward_out(mall.set_active(session, principal, reward, body.active))
+        return reward_out(session, mall.set_active(session, principal, reward, body.active))
 
     payload = {"reward_code": reward_code, **body.model_dump()}
     return _run(session, principal, idem, "points.reward_active", payload, work, lang)
@@ -346,7 +369,7 @@ def redeem_reward(
     def work() -> RedemptionOut:
         member = members.by_member_no(session, principal.org_id, member_no)
         reward = mall.reward_by_code(session, principal.org_id, body.reward_code)
-        store = mall.redeeming_store(session, principal, body.store_code)
+        store = org_service.acting_store(session, principal, body.store_code)
         redemption = mall.redeem_reward(session, principal, member, reward, store, cash_fen=body.cash_fen)
         return redemption_out(session, redemption, reward)
 

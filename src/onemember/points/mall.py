@@ -10,6 +10,7 @@ and puts the unit back in stock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -21,15 +22,18 @@ from onemember.audit import service as audit
 from onemember.auth.principal import TILL_ROLES, Principal
 from onemember.common.types import MemberStatus, Role
 from onemember.common.upsert import upsert
+from onemember.coupons.models import Coupon, CouponTemplate
+from onemember.coupons.service import issuance as coupon_issuance
+from onemember.coupons.service import templates as coupon_templates
 from onemember.db import utcnow
 from onemember.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from onemember.events import service as events
 from onemember.members.errors import MemberNotFound
 from onemember.members.models import Member
-from onemember.org import service as org_service
 from onemember.org.models import Store
 from onemember.points import service as points
 from onemember.points.models import Reward, RewardRedemption, RewardStock
+from onemember.settlement import service as settlement
 
 
 class RewardKind(StrEnum):
@@ -99,6 +103,12 @@ class RewardNotAvailableHere(Conflict):
     en = "This reward is not available at this store"
 
 
+class RewardAtStoreOnly(Conflict):
+    code = "points.reward_at_store_only"
+    zh = "该礼品须到店兑换"
+    en = "This reward is redeemed at a store"
+
+
 class RewardCashMismatch(DomainError):
     status = 422
     code = "points.reward_cash_mismatch"
@@ -127,6 +137,7 @@ class RewardSpec:
     cash_fen: int = 0
     per_member_limit: int | None = None
     stock_mode: str = StockMode.CENTRAL
+    coupon_template_code: str | None = None  # a coupon reward: the template each redemption issues
 
 
 def validate_spec(spec: RewardSpec) -> None:
@@ -151,12 +162,41 @@ def validate_spec(spec: RewardSpec) -> None:
         raise bad("只有积分+现金礼品可以收取现金", "Only a points + cash reward takes cash", "cash_fen")
     if spec.per_member_limit is not None and spec.per_member_limit < 1:
         raise bad("每人限兑数量须至少为 1", "per_member_limit must be at least 1", "per_member_limit")
+    if spec.coupon_template_code is not None and spec.kind != RewardKind.COUPON:
+        raise bad(
+            "只有优惠券礼品可以指定券模板",
+            "Only a coupon reward names a coupon template",
+            "coupon_template_code",
+        )
+
+
+def _mall_template(session: Session, org_id: int, code: str) -> CouponTemplate:
+    """The coupon template a mall reward issues: it must exist and not be limited to the issuing store
+    (mall coupons are issued by HQ)."""
+    try:
+        template = coupon_templates.template_by_code(session, org_id, code)
+    except DomainError as err:
+        raise InvalidReward(
+            f"券模板 {code} 不存在", f"Coupon template {code} does not exist", field="coupon_template_code"
+        ) from err
+    if template.accept_scope == coupon_templates.AcceptScope.ISSUING_STORE:
+        raise InvalidReward(
+            "积分商城的券由总部发放，不能使用“仅限发券门店”的券模板",
+            "Mall coupons are issued by HQ, so the template cannot be for the issuing store only",
+            field="coupon_template_code",
+        )
+    return template
 
 
 def create_reward(session: Session, principal: Principal, spec: RewardSpec) -> Reward:
     principal.require_role(MALL_ADMIN_ROLES, "管理积分商城", "manage the points mall")
     validate_spec(spec)
     program = points.default_program(session, principal.org_id)
+    template = (
+        _mall_template(session, principal.org_id, spec.coupon_template_code)
+        if spec.coupon_template_code is not None
+        else None
+    )
     if session.scalar(select(Reward.id).where(Reward.org_id == principal.org_id, Reward.code == spec.code)):
         raise RewardCodeTaken(
             f"礼品编码 {spec.code} 已存在", f"A reward with code {spec.code} already exists"
@@ -173,6 +213,7 @@ def create_reward(session: Session, principal: Principal, spec: RewardSpec) -> R
         stock_mode=spec.stock_mode,
         active=True,
         created_at=utcnow(),
+        coupon_template_id=template.id if template is not None else None,
     )
     session.add(reward)
     session.flush()
@@ -189,6 +230,7 @@ def create_reward(session: Session, principal: Principal, spec: RewardSpec) -> R
             "cash_fen": reward.cash_fen,
             "per_member_limit": reward.per_member_limit,
             "stock_mode": reward.stock_mode,
+            "coupon_template_code": spec.coupon_template_code,
         },
     )
     return reward
@@ -311,18 +353,6 @@ def offers_at_store(session: Session, org_id: int, store_id: int) -> list[Offer]
     return offers
 
 
-def redeeming_store(session: Session, principal: Principal, store_code: str | None) -> Store | None:
-    """The store a redemption happens at: the one named, else the caller's own; HQ and CS may name none."""
-    if store_code:
-        store = org_service.store_by_code(session, principal.org_id, store_code)
-    elif principal.store_id is not None:
-        store = org_service.get_store(session, principal.org_id, principal.store_id)
-    else:
-        return None
-    principal.require_store(store.id)
-    return store
-
-
 def _take_stock(session: Session, reward: Reward, key: int) -> None:
     """One unit, atomically: the row only changes while a unit is left, so the last one goes once."""
     result = cast(
@@ -352,17 +382,18 @@ def _return_stock(session: Session, reward: Reward, key: int) -> None:
     )
 
 
-def _redemptions_counted(session: Session, reward_id: int, member_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count()).where(
-                RewardRedemption.reward_id == reward_id,
-                RewardRedemption.member_id == member_id,
-                RewardRedemption.status != RedemptionStatus.CANCELLED,
-            )
-        )
-        or 0
+def redemptions_counted(
+    session: Session, member_id: int, reward_ids: Sequence[int] | None = None
+) -> dict[int, int]:
+    """Per reward, the member's redemptions that count toward its per-member limit (all but cancelled
+    ones); every reward, or those given."""
+    query = select(RewardRedemption.reward_id, func.count()).where(
+        RewardRedemption.member_id == member_id, RewardRedemption.status != RedemptionStatus.CANCELLED
     )
+    if reward_ids is not None:
+        query = query.where(RewardRedemption.reward_id.in_(list(reward_ids)))
+    rows = session.execute(query.group_by(RewardRedemption.reward_id)).all()
+    return {int(reward_id): int(n) for reward_id, n in rows}
 
 
 def redeem_reward(
@@ -383,6 +414,37 @@ def redeem_reward(
         raise Invalid(
             "请指定兑换门店 store_code", "Name the store (store_code)", code="points.store_required"
         )
+    return _redeem(session, principal, member, reward, store, cash_fen=cash_fen)
+
+
+def redeem_online(session: Session, principal: Principal, member: Member, reward: Reward) -> RewardRedemption:
+    """A member redeems a coupon reward for themselves on the member page: no store, no cash, and the
+    coupon is issued at once. Gifts, services and points + cash are handed over at a till instead."""
+    if principal.role != Role.MEMBER or principal.kind != "member" or principal.id != member.id:
+        raise Forbidden("会员只能为自己兑换", "A member redeems for themselves only", code="auth.role")
+    if not online_redeemable(reward):
+        raise RewardAtStoreOnly(reward_code=reward.code)
+    return _redeem(session, principal, member, reward, None, cash_fen=0)
+
+
+def online_redeemable(reward: Reward) -> bool:
+    """A coupon reward that issues its coupon at once and is not stocked per store."""
+    return (
+        reward.kind == RewardKind.COUPON
+        and reward.coupon_template_id is not None
+        and reward.stock_mode != StockMode.STORE
+    )
+
+
+def _redeem(
+    session: Session,
+    principal: Principal,
+    member: Member,
+    reward: Reward,
+    store: Store | None,
+    *,
+    cash_fen: int,
+) -> RewardRedemption:
     if member.status != MemberStatus.ACTIVE or member.org_id != principal.org_id:
         raise MemberNotFound()
     if reward.org_id != principal.org_id:
@@ -399,7 +461,7 @@ def redeem_reward(
     account = points.ensure_account(session, principal.org_id, member.id, reward.program_id)
     account = points.lock_account(session, account.id)
     if reward.per_member_limit is not None:
-        used = _redemptions_counted(session, reward.id, member.id)
+        used = redemptions_counted(session, member.id, [reward.id]).get(reward.id, 0)
         if used >= reward.per_member_limit:
             raise RewardLimitReached(
                 f"该礼品每人限兑 {reward.per_member_limit} 次，已兑 {used} 次",
@@ -433,6 +495,21 @@ def redeem_reward(
     )
     entry = points.redeem(session, account, reward.points_cost, ctx)
     redemption.entry_id = entry.id
+    if reward.coupon_template_id is not None:
+        # The mall issues the coupon at once (the redemption is then fulfilled). Its discount is settled
+        # by the template's bearer when the coupon is used, so the points spent settle nothing here.
+        template = session.get(CouponTemplate, reward.coupon_template_id)
+        assert template is not None
+        reason = f"积分商城兑换 {reward.name}（{reward.code}）"
+        coupon_issuance.issue_from_mall(session, principal, template, member, redemption.id, reason)
+        redemption.status = RedemptionStatus.FULFILLED
+        redemption.fulfilled_at = now
+        redemption.fulfilled_by = principal.actor
+    else:
+        # The store (or HQ) hands over the gift or service: whoever bears the points repays it.
+        settlement.record_points_redemption(
+            session, principal.org_id, entry.id, settlement.party(redemption.store_id), at=now
+        )
     audit.record(
         session,
         principal,
@@ -583,7 +660,8 @@ def cancel_redemption(
             actor=principal.actor,
             ref=f"reward-cancel:{redemption.id}",
         )
-        points.refund_redeemed(session, account, redemption.points, redemption.entry_id, ctx)
+        refund = points.refund_redeemed(session, account, redemption.points, redemption.entry_id, ctx)
+        settlement.record_points_refund(session, principal.org_id, refund.id)
     key = stock_key(reward, redemption.store_id)
     if key is not None:
         _return_stock(session, reward, key)
@@ -618,6 +696,16 @@ def cancel_redemption(
     )
     session.flush()
     return redemption
+
+
+def coupon_of(session: Session, redemption: RewardRedemption) -> Coupon | None:
+    """The coupon a coupon reward's redemption issued, if any."""
+    return session.scalar(
+        select(Coupon).where(
+            Coupon.org_id == redemption.org_id,
+            Coupon.source_ref == coupon_issuance.mall_source_ref(redemption.id),
+        )
+    )
 
 
 def redemptions_of(session: Session, member: Member) -> list[tuple[RewardRedemption, Reward]]:

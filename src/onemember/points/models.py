@@ -217,6 +217,10 @@ class Reward(Base):
     stock_mode: Mapped[str] = mapped_column(String(10), default="central")  # central | store | none
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A coupon reward: the template each redemption issues (a coupon of the HQ mall).
+    coupon_template_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("coupon_templates.id"), nullable=True
+    )
 
 
 class RewardStock(Base):

@@ -87,7 +87,8 @@ class SettlementEntry(Base):
         CheckConstraint("debtor_key <> creditor_key", name="parties_differ"),
         CheckConstraint("debtor_key >= 0 AND creditor_key >= 0", name="party_keys_valid"),
         CheckConstraint("period >= business_month", name="period_not_before_event"),
-        Index("ix_settlement_entries_period_debtor", "org_id", "period", "debtor_key"),
+        # A party's entries as debtor, and a pair's entries (the statement drilldown).
+        Index("ix_settlement_entries_period_pair", "org_id", "period", "debtor_key", "creditor_key"),
         Index("ix_settlement_entries_period_creditor", "org_id", "period", "creditor_key"),
     )
 

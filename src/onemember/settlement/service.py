@@ -16,8 +16,9 @@ to the points given back to each lot, even if HQ changed the policy in between.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from onemember.audit import service as audit
 from onemember.auth.principal import Principal
 from onemember.common.types import EntryKind, Role
+from onemember.coupons.models import CouponRedemption
 from onemember.db import utcnow
 from onemember.errors import Forbidden
 from onemember.events import service as events
@@ -72,7 +74,7 @@ class PeriodStatus(StrEnum):
 
 SETTLEMENT_ADMIN_ROLES = frozenset({Role.HQ_ADMIN})
 HQ_CODE = "HQ"
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")  # fullmatch: "$" would let "2026-01\n" through
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def next_period(period: str) -> str:
 
 
 def check_period(period: str) -> str:
-    if not _PERIOD.match(period):
+    if not _PERIOD.fullmatch(period):
         raise InvalidPeriod(
             f"结算期间 {period} 格式应为 YYYY-MM", f"Period {period} should look like YYYY-MM"
         )
@@ -667,6 +669,107 @@ def _reversed_points(session: Session, original_ids: list[int]) -> dict[int, int
     return {int(k): int(v or 0) for k, v in rows if k is not None}
 
 
+def coupon_ref(redemption_id: int) -> str:
+    """How settlement entries name the coupon redemption they settle."""
+    return f"coupon:{redemption_id}"
+
+
+def coupon_owed(redemption: CouponRedemption, kept_fen: int | None = None) -> tuple[int, int] | None:
+    """``(debtor, fen)`` the funding party owes the redeeming store for a redemption: the template's
+    bearer rule (recorded on the redemption) applied to the discount the order kept (by default the
+    discount less the share returns took back). ``None`` when no one owes anything."""
+    bearer = Bearer(redemption.bearer)
+    debtor = cost_debtor(bearer, party(redemption.issuing_store_id), redemption.redeeming_store_id)
+    if debtor is None:
+        return None
+    if kept_fen is None:
+        kept_fen = redemption.discount_fen - redemption.returned_fen
+    return debtor, cost_share(bearer, redemption.issuer_pct, kept_fen)
+
+
+def record_coupon_redemption(
+    session: Session, redemption: CouponRedemption, *, code: str, at: datetime, actor: str = ""
+) -> SettlementEntry | None:
+    """A coupon issued by one store (or HQ) redeemed at another: its funder repays the redeeming store
+    the discount given, per the template's bearer. The member's price difference (补差价) is cash the
+    redeeming store took itself, so it is not settled."""
+    return record_benefit_use(
+        session,
+        redemption.org_id,
+        Kind.COUPON_REDEEMED,
+        bearer=redemption.bearer,
+        issuer_store_id=redemption.issuing_store_id,
+        redeeming_store_id=redemption.redeeming_store_id,
+        value_fen=redemption.discount_fen,
+        source_ref=coupon_ref(redemption.id),
+        issuer_pct=redemption.issuer_pct,
+        at=at,
+        order_id=redemption.order_id,
+        reason=(
+            f"优惠券 {code} 由 {_store_label(session, party(redemption.issuing_store_id))} 发放，"
+            f"在 {_store_label(session, redemption.redeeming_store_id)} 核销，"
+            f"优惠 {redemption.discount_fen} 分"
+        ),
+        actor=actor,
+    )
+
+
+def record_coupon_returns(
+    session: Session,
+    redemptions: Sequence[CouponRedemption],
+    return_id: int,
+    *,
+    at: datetime,
+    actor: str = "",
+) -> list[SettlementEntry]:
+    """After a return took back part of these redemptions' discounts (``returned_fen`` already updated,
+    as ``coupons.on_return`` leaves them): reverse what the funders now owe less, so the entries of a
+    redemption always net to ``coupon_owed`` (a full return reverses the whole entry). Reversals land in
+    the open period of the return."""
+    session.flush()
+    out = []
+    for redemption in redemptions:
+        org_id, order_id = redemption.org_id, redemption.order_id
+        originals = session.scalars(
+            select(SettlementEntry).where(
+                SettlementEntry.org_id == org_id,
+                SettlementEntry.kind == Kind.COUPON_REDEEMED,
+                SettlementEntry.source_ref == coupon_ref(redemption.id),
+                SettlementEntry.reverses_id.is_(None),
+            )
+        ).all()
+        owed = coupon_owed(redemption)
+        for original in originals:
+            reversed_fen = session.scalar(
+                select(func.coalesce(func.sum(SettlementEntry.amount_fen), 0)).where(
+                    SettlementEntry.reverses_id == original.id
+                )
+            )
+            still = owed[1] if owed is not None and owed[0] == original.debtor_key else 0
+            due = original.amount_fen - int(reversed_fen or 0) - still
+            if due <= 0:
+                continue
+            out.append(
+                record(
+                    session,
+                    org_id,
+                    Kind.COUPON_REDEEMED,
+                    original.creditor_key,
+                    original.debtor_key,
+                    due,
+                    source_ref=f"coupon_return:{return_id}:{redemption.id}",
+                    at=at,
+                    order_id=order_id,
+                    return_id=return_id,
+                    reverses_id=original.id,
+                    reason=f"退货退回优惠券优惠，冲回结算 {due} 分",
+                    actor=actor,
+                    details=original.details,
+                )
+            )
+    return out
+
+
 def record_cross_store_return(session: Session, return_id: int) -> SettlementEntry | None:
     """A return at store C of an order bought at store A: A keeps the sale's cash, C paid the refund,
     so A owes C the cash refunded. Nothing when the return is at the selling store or refunds no cash."""
@@ -722,7 +825,7 @@ def record_correction(
     check_period(month)
     # The correction's event time is its business month's first instant, so ``record`` keeps the month.
     year, mon = int(month[:4]), int(month[5:])
-    at = datetime(year, mon, 1, tzinfo=ZoneInfo(org.timezone))
+    at = datetime(year, mon, 1, tzinfo=ZoneInfo(org.timezone)).astimezone(UTC)
     entry = record(
         session,
         principal.org_id,

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
-from sqlalchemy import func, or_, select
+from openpyxl.utils import get_column_letter
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from onemember.orders.models import Order, OrderReturn
@@ -178,17 +180,25 @@ def entries(
         .order_by(SettlementEntry.id)
         .offset(offset)
     )
-    if party_key is not None:
-        query = query.where(
-            or_(SettlementEntry.debtor_key == party_key, SettlementEntry.creditor_key == party_key)
-        )
-    if counterparty_key is not None:
+    if party_key is not None and counterparty_key is not None and party_key != counterparty_key:
+        # The pair's entries in either direction: two ranges of the (period, debtor, creditor) index,
+        # instead of either party's entries filtered (the same rows, as a party never owes itself).
         query = query.where(
             or_(
-                SettlementEntry.debtor_key == counterparty_key,
-                SettlementEntry.creditor_key == counterparty_key,
+                and_(
+                    SettlementEntry.debtor_key == party_key, SettlementEntry.creditor_key == counterparty_key
+                ),
+                and_(
+                    SettlementEntry.debtor_key == counterparty_key, SettlementEntry.creditor_key == party_key
+                ),
             )
         )
+    else:
+        for key in (party_key, counterparty_key):
+            if key is not None:
+                query = query.where(
+                    or_(SettlementEntry.debtor_key == key, SettlementEntry.creditor_key == key)
+                )
     if kind is not None:
         query = query.where(SettlementEntry.kind == kind)
     if entry_id is not None:
@@ -234,24 +244,11 @@ KIND_LABELS = {
 
 
 def workbook(statement_list: list[Statement], entry_rows: list[EntryView]) -> bytes:
-    """Two sheets: the statements netted per counterparty (and kind), then every entry behind them."""
-    wb = Workbook()
-    summary = wb.active
-    assert summary is not None
-    summary.title = "对账单 statement"
-    summary.append(
-        [
-            "期间 period",
-            "状态 status",
-            "结算方 party",
-            "对方 counterparty",
-            "类型 kind",
-            "应收 receivable (fen)",
-            "应付 payable (fen)",
-            "净额 net (fen)",
-            "笔数 entries",
-        ]
-    )
+    """Two sheets: the statements netted per counterparty (and kind), then every entry behind them.
+
+    Written in openpyxl's write-only mode: a store's month can be a hundred thousand entries, which
+    the normal mode would hold as millions of cell objects; column widths are worked out first."""
+    summary: list[list[object]] = []
     for st in statement_list:
         for line in st.lines:
             summary.append(
@@ -294,50 +291,80 @@ def workbook(statement_list: list[Statement], entry_rows: list[EntryView]) -> by
                 st.entries,
             ]
         )
-    detail = wb.create_sheet("明细 entries")
-    detail.append(
+    detail: list[list[object]] = [
         [
-            "编号 id",
-            "期间 period",
-            "业务月份 business month",
-            "类型 kind",
-            "应付方 debtor",
-            "应收方 creditor",
-            "金额 amount (fen)",
-            "积分 points",
-            "订单 order",
-            "退货单 return",
-            "来源 source",
-            "冲回 reverses",
-            "原因 reason",
-            "发生时间 occurred (UTC)",
+            e.id,
+            e.period,
+            e.business_month,
+            e.kind,
+            e.debtor.code,
+            e.creditor.code,
+            e.amount_fen,
+            e.points,
+            e.order_no,
+            e.return_no,
+            e.source_ref,
+            e.reverses_id,
+            e.reason,
+            e.occurred_at.replace(tzinfo=None),
         ]
-    )
-    for e in entry_rows:
-        detail.append(
+        for e in entry_rows
+    ]
+    wb = Workbook(write_only=True)
+    for title, header, rows in (
+        (
+            "对账单 statement",
             [
-                e.id,
-                e.period,
-                e.business_month,
-                e.kind,
-                e.debtor.code,
-                e.creditor.code,
-                e.amount_fen,
-                e.points,
-                e.order_no,
-                e.return_no,
-                e.source_ref,
-                e.reverses_id,
-                e.reason,
-                e.occurred_at.replace(tzinfo=None),
-            ]
-        )
-    for ws in (summary, detail):
-        for cell in ws[1]:
-            cell.font = Font(bold=True)
-        for column in ws.columns:
-            width = max((len(str(c.value)) if c.value is not None else 0) for c in column)
-            ws.column_dimensions[column[0].column_letter].width = min(max(10, width + 2), 60)
+                "期间 period",
+                "状态 status",
+                "结算方 party",
+                "对方 counterparty",
+                "类型 kind",
+                "应收 receivable (fen)",
+                "应付 payable (fen)",
+                "净额 net (fen)",
+                "笔数 entries",
+            ],
+            summary,
+        ),
+        (
+            "明细 entries",
+            [
+                "编号 id",
+                "期间 period",
+                "业务月份 business month",
+                "类型 kind",
+                "应付方 debtor",
+                "应收方 creditor",
+                "金额 amount (fen)",
+                "积分 points",
+                "订单 order",
+                "退货单 return",
+                "来源 source",
+                "冲回 reverses",
+                "原因 reason",
+                "发生时间 occurred (UTC)",
+            ],
+            detail,
+        ),
+    ):
+        ws = wb.create_sheet(title)
+        widths = [len(h) for h in header]
+        for row in rows:
+            for i, value in enumerate(row):
+                if value is not None:
+                    widths[i] = max(widths[i], len(str(value)))
+        for i, width in enumerate(widths, start=1):
+            ws.column_dimensions[get_column_letter(i)].width = min(max(10, width + 2), 60)
+        bold = Font(bold=True)
+        cells = []
+        for h in header:
+            cell = WriteOnlyCell(ws, value=h)
+            cell.font = bold
+            cells.append(cell)
+        ws.append(cells)
+        for row in rows:
+            ws.append(row)
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

@@ -267,25 +267,29 @@ def issue_compensation(
     )
 
 
+def mall_source_ref(redemption_id: int) -> str:
+    """The ``source_ref`` of the coupon a points-mall redemption issued."""
+    return f"mall:{redemption_id}"
+
+
 def issue_from_mall(
     session: Session,
     principal: Principal,
-    template_code: str,
+    template: CouponTemplate,
     member: Member,
-    store: Store | None,
     redemption_id: int,
+    reason: str,
 ) -> Coupon:
-    """The points mall delivers a coupon reward: once per redemption (a retry returns the same coupon)."""
-    template = template_by_code(session, principal.org_id, template_code)
+    """The points mall delivers a coupon reward, issued by HQ (no store): once per redemption (a retry
+    returns the same coupon)."""
     return issue_coupon(
         session,
         principal,
         template,
         member,
         source=Source.MALL,
-        issuing_store=store,
-        reason=f"积分商城兑换 {redemption_id}",
-        source_ref=f"mall:{redemption_id}",
+        reason=reason,
+        source_ref=mall_source_ref(redemption_id),
     )
 
 

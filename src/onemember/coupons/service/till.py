@@ -36,6 +36,7 @@ from onemember.db import utcnow
 from onemember.errors import DomainError, Invalid
 from onemember.events import service as events
 from onemember.members.models import Member
+from onemember.orders.models import Order
 from onemember.org.models import Store
 from onemember.points.calculations import proportional_part
 
@@ -322,6 +323,8 @@ def redeem_applied(
     atomically; raises ``AlreadyUsed`` / ``BudgetExhausted`` when another till got there first."""
     at = at or utcnow()
     out = []
+    order = session.get(Order, order_id)
+    order_no = order.order_no if order is not None else None
     for a in sorted(application.coupons, key=lambda a: a.coupon_id):
         used = _rowcount(
             session.execute(
@@ -398,7 +401,7 @@ def redeem_applied(
             {
                 "coupon_code": a.code,
                 "template_code": a.template_code,
-                "order_id": order_id,
+                "order_no": order_no,
                 "discount_fen": a.discount_fen,
                 "price_difference_fen": a.price_difference_fen,
             },
@@ -420,6 +423,7 @@ class CouponReturn:
     returned_fen: int  # the coupon discount the returned units carried (already out of the refund)
     lines: dict[int, int]
     action: str  # kept | restored | voided
+    redemption: CouponRedemption  # its ``returned_fen`` now includes this return's share
 
 
 def on_return(
@@ -483,7 +487,7 @@ def on_return(
         action = "kept"
         if all(row.returned_quantity == row.quantity for row in rows):
             action = _undo(session, redemption, coupon, template, at)
-        out.append(CouponReturn(coupon.code, sum(shares.values()), shares, action))
+        out.append(CouponReturn(coupon.code, sum(shares.values()), shares, action, redemption))
     session.flush()
     return out
 
@@ -515,7 +519,11 @@ def _undo(
         session,
         redemption.org_id,
         "coupon.restored" if restore else "coupon.voided",
-        {"coupon_code": coupon.code, "template_code": template.code, "order_id": redemption.order_id},
+        {
+            "coupon_code": coupon.code,
+            "template_code": template.code,
+            "order_no": order.order_no if (order := session.get(Order, redemption.order_id)) else None,
+        },
         member_id=coupon.member_id,
         store_ids=[redemption.redeeming_store_id],
     )
