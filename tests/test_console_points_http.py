@@ -593,7 +593,7 @@ def test_adjustment_above_threshold_waits_for_a_second_hq_admin(
     assert r.status_code == 303
     assert r.headers["location"] == "/console/points/adjustments?done=waiting"
     with factory() as s:
-        adj = s.scalar(select(PointAdjustment))
+        adj = s.scalar(select(PointAdjustment).where(PointAdjustment.org_id == chain.org_id))
         assert adj is not None
         assert adj.status == "pending"
     page = client.get("/console/points/adjustments")

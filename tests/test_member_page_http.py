@@ -354,7 +354,20 @@ def test_export_and_erase(app_client: TestClient, chain: Chain, factory: session
     assert len(outbox(factory, chain.org_id)) == sent
 
 
-@pytest.mark.parametrize("path", ["/m", "/m/ledger", "/m/orders", "/m/profile", "/m/privacy", "/m/code"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/m",
+        "/m/ledger",
+        "/m/orders",
+        "/m/profile",
+        "/m/privacy",
+        "/m/code",
+        "/m/coupons",
+        "/m/coupons/ABCDEFGHJKLM",
+        "/m/packages",
+    ],
+)
 def test_pages_need_a_member_session(app_client: TestClient, path: str) -> None:
     r = app_client.get(path, follow_redirects=False)
     assert r.status_code == 303

@@ -363,7 +363,7 @@ def test_return_at_another_store(
     assert by_testid(receipt, "return-original-store") == "上海徐汇店"
     assert balance(app_client, chain, m["member_no"]) == (60, 0)
     with factory() as s:
-        ret = s.scalar(select(OrderReturn))
+        ret = s.scalar(select(OrderReturn).where(OrderReturn.org_id == chain.org_id))
         assert ret is not None
         assert ret.store_id == chain.stores["C"]
         assert ret.reason == "尺码不合适"

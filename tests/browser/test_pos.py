@@ -214,6 +214,9 @@ def test_phone_sale_with_quick_add(phone_page: Page, live: Live) -> None:
     page.get_by_test_id("identify-input").fill("18700001003")
     page.get_by_test_id("identify-submit").tap()
     expect(page.get_by_test_id("member-no")).to_have_text(member_no)
+    # htmx focuses the autofocus field when the swap settles; typing before that would land in the
+    # wrong field, so wait for the focus as a clerk's eyes would.
+    expect(page.get_by_test_id("line-sku")).to_be_focused()
     page.get_by_test_id("line-sku").fill("SKU-PEN")
     page.get_by_test_id("line-name").fill("钢笔")
     page.get_by_test_id("line-price").fill("12.345")
@@ -223,6 +226,7 @@ def test_phone_sale_with_quick_add(phone_page: Page, live: Live) -> None:
     # The refused form came back with what was typed; wait for htmx to settle before typing again.
     expect(page.get_by_test_id("line-price")).to_have_value("12.345")
     page.wait_for_load_state("networkidle")
+    expect(page.get_by_test_id("line-sku")).to_be_focused()
     page.get_by_test_id("line-price").fill("12.30")
     page.get_by_test_id("line-add").tap()
     expect(page.get_by_test_id("basket-total")).to_have_text("¥12.30")

@@ -30,6 +30,7 @@ def test_pos_sale_and_cross_store_return_show_on_the_member_page(
     page.get_by_test_id("identify-input").press("Enter")
     expect(page.get_by_test_id("member-no")).to_have_text(member_no)
     for sku, name, price in (("TEA-1", "龙井茶", "120.00"), ("CUP-1", "茶杯", "30.50")):
+        expect(page.get_by_test_id("line-sku")).to_be_focused()  # the swap has settled
         page.get_by_test_id("line-sku").fill(sku)
         page.get_by_test_id("line-name").fill(name)
         page.get_by_test_id("line-price").fill(price)

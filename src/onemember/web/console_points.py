@@ -62,6 +62,7 @@ i18n.register(
         "pts.tab.rules": ("积分规则", "Earn rules"),
         "pts.tab.tiers": ("会员等级", "Tiers"),
         "pts.tab.adjustments": ("积分调整", "Adjustments"),
+        "pts.tab.mall": ("积分商城", "Points mall"),
         "pts.readonly": ("只读：您的角色可以查看但不能修改", "Read only: your role may look but not change"),
         "pts.saved": ("已保存", "Saved"),
         "pts.form_invalid": ("请更正标出的字段", "Please correct the fields marked below"),
@@ -356,13 +357,14 @@ PAGE_SIZE = 20
 EXPORT_LIMIT = 5000
 HQ_ONLY = frozenset({Role.HQ_ADMIN})
 RULE_WRITERS = frozenset({Role.HQ_ADMIN, Role.STORE_MANAGER})
-TABS = ("overview", "program", "rules", "tiers", "adjustments")
+TABS = ("overview", "program", "rules", "tiers", "adjustments", "mall")
 TAB_URLS = {
     "overview": "/console/points",
     "program": "/console/points/program",
     "rules": "/console/points/rules",
     "tiers": "/console/points/tiers",
     "adjustments": "/console/points/adjustments",
+    "mall": "/console/mall",  # web/console_mall.py
 }
 SIM_LINES = 4
 TIER_ROWS = 5
@@ -1252,6 +1254,8 @@ def yuan_to_fen(text: str) -> int | None:
         amount = Decimal(text)
     except InvalidOperation:
         return None
+    if not amount.is_finite() or amount.adjusted() > 12 or len(amount.as_tuple().digits) > 20:
+        return None  # NaN, Infinity, 1e999999 or more digits than Decimal keeps exactly: not an amount
     fen = amount * 100
     if amount < 0 or fen != fen.to_integral_value():
         return None

@@ -14,6 +14,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "nav.members": ("会员", "Members"),
     "nav.stores": ("门店", "Stores"),
     "nav.audit": ("审计日志", "Audit log"),
+    "nav.benefits": ("卡券与次卡", "Coupons & packages"),
+    "nav.settlement": ("门店结算", "Settlement"),
     "nav.logout": ("退出登录", "Log out"),
     "login.title": ("员工登录", "Staff login"),
     "login.org": ("机构代码", "Org code"),
