@@ -302,9 +302,15 @@ def test_bad_templates_are_refused(session: Session, chain: Chain, hq: Principal
         {"kind": "amount_off", "amount_fen": 100, "accept_scope": "brand"},
         {"kind": "amount_off", "amount_fen": 100, "bearer": "split"},
         {"kind": "amount_off", "amount_fen": 100, "accept_scope": "brand", "accept_brand_code": "nope"},
+        {"kind": "amount_off", "amount_fen": 100, "valid_days": None, "valid_to": NOW},
     ]
     for fields in bad:
         failing(session, chain.org_id, InvalidTemplate, template, session, hq, "BAD", **fields)
+    for code, field in (("issue", "code"), ("A/B", "code"), ("满减", "code"), ("x" * 41, "code")):
+        err = failing(
+            session, chain.org_id, InvalidTemplate, template, session, hq, code, "amount_off", amount_fen=1
+        )
+        assert err.extra["field"] == field
     clerk = authenticate(session, chain.keys["A"])
     with pytest.raises(DomainError) as info:
         template(session, clerk, "X", "amount_off", amount_fen=100)
@@ -334,8 +340,12 @@ def test_quantity_member_limit_and_ended_templates(session: Session, chain: Chai
     issue(session, hq, t, m2)
     failing(session, chain.org_id, SoldOut, issue, session, hq, t, m2)
     assert counters(session, t.id) == (3, 0, 0)
-    ended = template(session, hq, "OLD", "amount_off", amount_fen=500, valid_days=None, valid_to=NOW)
+    ended = template(
+        session, hq, "OLD", "amount_off", amount_fen=500, valid_days=None, valid_to=NOW + timedelta(hours=1)
+    )
+    set_clock(lambda: NOW + timedelta(hours=1))
     failing(session, chain.org_id, Expired, issue, session, hq, ended, m1)
+    assert counters(session, ended.id) == (0, 0, 0)
 
 
 def test_campaign_and_mall_issue_once_per_reference(session: Session, chain: Chain, hq: Principal) -> None:

@@ -450,12 +450,20 @@ def test_gift_a_coupon_by_phone_after_a_confirm_step(
     assert group(root, "gifted") == [(code, "gifted")]
     assert card(root.one("group-gifted").one("coupon"))["note"] == "2030-06-10 转赠给 188****1002"
     assert code not in [c for c, _ in group(root, "available")]
-    # Sent twice, the second confirm finds no coupon of this member and changes nothing.
+    # Sent twice (a double tap, a resubmitted form), the second confirm lands on the same result and
+    # changes nothing; the same coupon sent to anyone else is no longer this member's to give.
     again = app_client.post(
-        f"/m/coupons/{code}/gift/confirm", data={"csrf": csrf(app_client), "phone": "18800001002"}
+        f"/m/coupons/{code}/gift/confirm",
+        data={"csrf": csrf(app_client), "phone": "18800001002"},
+        follow_redirects=False,
     )
-    assert again.status_code == 404
-    assert page(again.text).one("error-message").text == "找不到该优惠券"
+    assert (again.status_code, again.headers["location"]) == (303, f"/m/coupons?gifted={code}")
+    assert _snapshot(factory, chain) == after
+    elsewhere = app_client.post(
+        f"/m/coupons/{code}/gift/confirm", data={"csrf": csrf(app_client), "phone": "18800001001"}
+    )
+    assert elsewhere.status_code == 404
+    assert page(elsewhere.text).one("error-message").text == "找不到该优惠券"
     assert _snapshot(factory, chain) == after
 
     friend = _second_client(app_client)

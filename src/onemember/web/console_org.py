@@ -140,12 +140,13 @@ SHOW_SECRET_HEADERS = {"Cache-Control": "no-store"}
 # Let htmx swap 4xx answers too: forms come back with the domain error's message in place.
 HTMX_CONFIG = json.dumps(
     {
+        "defaultSettleDelay": 0,  # as in base.html: autofocus in the same tick as the swap
         "responseHandling": [
             {"code": "204", "swap": False},
             {"code": "[23]..", "swap": True},
             {"code": "4..", "swap": True, "error": True},
             {"code": "...", "swap": False, "error": True},
-        ]
+        ],
     }
 )
 

@@ -1365,7 +1365,7 @@ def member_coupons(
     lang = request.state.lang
     org = _org_of(session, member)
     now = utcnow()
-    rows = coupons.coupons_of(session, member)[:LIST_LIMIT]
+    rows = coupons.coupons_of(session, member, limit=LIST_LIMIT)
     places = _coupon_places(rows, session, member.org_id)
     groups: dict[str, list[CouponCard]] = {g: [] for g in COUPON_GROUPS}
     for c, t in rows:
@@ -1565,6 +1565,34 @@ def member_coupon_gift(
     )
 
 
+def _already_given(session: Session, member: Member, code: str, phone: str) -> bool:
+    """Whether this member's latest gift of this coupon went to this phone's member, who still holds it."""
+    try:
+        normalized = members.normalize_identity(IdentityKind.PHONE, phone)
+    except DomainError:
+        return False
+    details = session.scalar(
+        select(AuditLog.details)
+        .where(
+            AuditLog.org_id == member.org_id,
+            AuditLog.member_id == member.id,
+            AuditLog.action == "coupons.gifted",
+            AuditLog.target_id == code.strip().upper(),
+        )
+        .order_by(AuditLog.id.desc())
+        .limit(1)
+    )
+    if not details:
+        return False
+    receiver = members.find_by_identity(session, member.org_id, IdentityKind.PHONE, normalized)
+    if receiver is None or receiver.member_no != details.get("to_member_no"):
+        return False
+    holder = session.scalar(
+        select(Coupon.member_id).where(Coupon.org_id == member.org_id, Coupon.code == code.strip().upper())
+    )
+    return holder == receiver.id
+
+
 @router.post("/m/coupons/{code}/gift/confirm", dependencies=Csrf)
 def member_coupon_gift_confirm(
     request: Request,
@@ -1573,7 +1601,10 @@ def member_coupon_gift_confirm(
     code: str,
     phone: Annotated[str, Form()] = "",
 ) -> Response:
-    """Give the coupon: the same ``coupons.gift_coupon`` call as the API, with its rules and audit."""
+    """Give the coupon: the same ``coupons.gift_coupon`` call as the API, with its rules and audit. A
+    second tap (or a resubmitted form) after the gift went through lands on the same result."""
+    if _already_given(session, member, code, phone):
+        return RedirectResponse(f"/m/coupons?{urlencode({'gifted': code.strip().upper()})}", status_code=303)
     try:
         coupon = _gift(request, session, member, code, phone)
     except DomainError as err:

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from onemember.audit import service as audit
@@ -399,20 +399,33 @@ def gift_coupon(
 
 
 def coupons_of(
-    session: Session, member: Member, *, status: str | None = None
+    session: Session, member: Member, *, status: str | None = None, limit: int | None = None
 ) -> list[tuple[Coupon, CouponTemplate]]:
-    """A member's coupons, those expiring soonest first; an available coupon past its end shows as expired."""
+    """A member's coupons: those still usable first, soonest-expiring first, then the rest by their end.
+    An available coupon past its end shows (and filters) as expired. ``limit`` caps the rows in SQL, so a
+    member with years of used coupons still sees the usable ones."""
+    now = utcnow()
+    live = and_(Coupon.status == Status.AVAILABLE, or_(Coupon.valid_to.is_(None), Coupon.valid_to > now))
     query = (
         select(Coupon, CouponTemplate)
         .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
         .where(Coupon.member_id == member.id)
-        .order_by(Coupon.valid_to.is_(None), Coupon.valid_to, Coupon.id)
     )
-    now = utcnow()
-    rows = [(c, t) for c, t in session.execute(query).all()]
-    if status is None:
-        return rows
-    return [(c, t) for c, t in rows if shown_status(c, now) == status]
+    if status == Status.AVAILABLE:
+        query = query.where(live)
+    elif status == Status.EXPIRED:
+        query = query.where(
+            or_(
+                Coupon.status == Status.EXPIRED,
+                and_(Coupon.status == Status.AVAILABLE, Coupon.valid_to.is_not(None), Coupon.valid_to <= now),
+            )
+        )
+    elif status is not None:
+        query = query.where(Coupon.status == status)
+    query = query.order_by(case((live, 0), else_=1), Coupon.valid_to.is_(None), Coupon.valid_to, Coupon.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [(c, t) for c, t in session.execute(query).all()]
 
 
 def shown_status(coupon: Coupon, now: datetime) -> str:

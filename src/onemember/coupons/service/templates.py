@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -78,14 +79,25 @@ class TemplateSpec:
     issuer_pct: int = 0
 
 
+# Codes appear in URLs (/console/coupons/{code}); these words are pages of their own there.
+CODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+RESERVED_CODES = frozenset({"issue", "gift"})
+
+
 def _bad(zh: str, en: str, name: str) -> InvalidTemplate:
     return InvalidTemplate(zh, en, field=name)
 
 
 def validate_spec(spec: TemplateSpec) -> None:
     """Each kind has its own shape; amounts are whole fen within sane bounds."""
-    if not spec.code.strip() or len(spec.code) > 40:
-        raise _bad("模板编码须为 1 到 40 个字符", "The code must be 1 to 40 characters", "code")
+    if not CODE_RE.fullmatch(spec.code):
+        raise _bad(
+            "模板编码须为 1 到 40 个字母、数字、点、横线或下划线",
+            "The code must be 1 to 40 letters, digits, dots, dashes or underscores",
+            "code",
+        )
+    if spec.code in RESERVED_CODES:
+        raise _bad(f"编码 {spec.code} 为系统保留", f"The code {spec.code} is reserved", "code")
     if not spec.name.strip() or len(spec.name) > 120:
         raise _bad("模板名称须为 1 到 120 个字符", "The name must be 1 to 120 characters", "name")
     if spec.kind not in set(Kind):
@@ -167,6 +179,8 @@ def create_template(session: Session, principal: Principal, spec: TemplateSpec) 
     """A new coupon template (HQ); audited."""
     principal.require_role(TEMPLATE_ROLES, "管理优惠券模板", "manage coupon templates")
     validate_spec(spec)
+    if spec.valid_to is not None and spec.valid_to <= utcnow():
+        raise _bad("固定有效期已经结束", "The fixed validity window has already ended", "valid_to")
     org_id = principal.org_id
     if session.scalar(
         select(CouponTemplate.id).where(CouponTemplate.org_id == org_id, CouponTemplate.code == spec.code)
