@@ -212,6 +212,7 @@ def test_phone_sale_with_quick_add(phone_page: Page, live: Live) -> None:
     member_no = register(live, "A", "18700001003")
     staff_login(page, live, "a_clerk", base="/pos")
     # The till's own htmx config (4xx pages swap in) also settles at once, so autofocus is never late.
+    page.wait_for_function("() => window.htmx !== undefined")  # the script is deferred
     assert page.evaluate("[htmx.config.defaultSettleDelay, htmx.config.responseHandling.length]") == [0, 3]
     page.get_by_test_id("identify-input").fill("18700001003")
     page.get_by_test_id("identify-submit").tap()
