@@ -16,7 +16,7 @@ from onemember.db import utcnow
 from onemember.members import service as members
 from onemember.orders.models import Order, OrderReturn
 from onemember.points import service as points
-from onemember.web.pos import Basket, yuan_to_fen
+from onemember.web.pos.base import Basket, yuan_to_fen
 from tests.factories import PASSWORD, Chain
 from tests.helpers import balance, checkout, line, register
 
