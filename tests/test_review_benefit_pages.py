@@ -16,7 +16,7 @@ from onemember.packages.models import MemberPackage, ServicePackage
 from onemember.settlement import service as settlement
 from onemember.settlement.errors import InvalidPeriod
 from onemember.settlement.models import SettlementEntry, SettlementPeriod, SettlementPolicy
-from onemember.web.console_points import yuan_to_fen
+from onemember.web.forms import yuan_to_fen
 from tests.factories import Chain
 from tests.helpers import login, register
 from tests.test_console_benefits_http import api_package, console_login, shown, template_form

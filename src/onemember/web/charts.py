@@ -61,3 +61,19 @@ def pie(title: str, items: list[tuple[str, float | int]]) -> str:
         }
     ]
     return json.dumps(option, ensure_ascii=False)
+
+
+def grouped_bar(title: str, x: list[str], series: dict[str, list[int]]) -> str:
+    """Bars side by side per category (ECharts options for static/app/charts.js)."""
+    option: dict[str, Any] = {
+        "color": PALETTE,
+        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
+        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
+        "legend": {"bottom": 0, "left": "center"},
+        "grid": {"left": 56, "right": 16, "top": 48, "bottom": 56},
+        "xAxis": {"type": "category", "data": x},
+        "yAxis": {"type": "value"},
+        "series": [{"name": n, "type": "bar", "data": v, "barMaxWidth": 22} for n, v in series.items()],
+        "animation": False,
+    }
+    return json.dumps(option, ensure_ascii=False)

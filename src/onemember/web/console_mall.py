@@ -39,21 +39,18 @@ from onemember.points.models import Reward, RewardRedemption, RewardStock
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
 from onemember.web.console_org import Paged, linker, page_number, read_params
-from onemember.web.console_points import (
+from onemember.web.console_points import base_context, domain_errors, int_or_none, texts
+from onemember.web.export import xlsx_response
+from onemember.web.forms import (
     ERROR_TEXTS,
     FormErrors,
     PostedForm,
-    base_context,
-    domain_errors,
     done,
-    int_or_none,
+    label_sep,
     org_tz,
-    texts,
     writable_stores,
     yuan_to_fen,
 )
-from onemember.web.export import xlsx_response
-from onemember.web.forms import label_sep
 from onemember.web.templating import fen, render
 
 router = APIRouter(include_in_schema=False)

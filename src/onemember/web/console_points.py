@@ -10,17 +10,15 @@ rolls back, so nothing is written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import annotated_types
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -45,10 +43,22 @@ from onemember.points.models import EarnRule, PointsProgram
 from onemember.tiers import service as tiers
 from onemember.tiers.models import MemberTier, TierLevel, TierSet
 from onemember.web import charts, i18n
+from onemember.web.charts import grouped_bar
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
 from onemember.web.console import ScopeChoice, choose_scope, scope_context
 from onemember.web.console_org import HTMX_CONFIG, Paged, linker, page_number, read_params
 from onemember.web.export import xlsx_response
+from onemember.web.forms import (
+    ERROR_TEXTS,
+    FormErrors,
+    Posted,
+    PostedForm,
+    done,
+    is_htmx,
+    org_tz,
+    writable_stores,
+    yuan_to_fen,
+)
 from onemember.web.templating import fen, render
 
 router = APIRouter(include_in_schema=False)
@@ -373,48 +383,11 @@ TIER_ROWS = 5
 # --- shared plumbing -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Posted:
-    """A submitted form as strings (repeated fields keep every value)."""
-
-    values: dict[str, list[str]]
-
-    def get(self, name: str) -> str:
-        found = self.values.get(name)
-        return found[-1].strip() if found else ""
-
-    def getlist(self, name: str) -> list[str]:
-        return [v.strip() for v in self.values.get(name, [])]
-
-
-async def posted_form(request: Request) -> Posted:
-    form = await request.form()
-    return Posted({k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form})
-
-
-PostedForm = Annotated[Posted, Depends(posted_form)]
-
-
 def texts(lang: str) -> Callable[[str], str]:
     def t(key: str) -> str:
         return i18n.translate(key, lang)
 
     return t
-
-
-def is_htmx(request: Request) -> bool:
-    return bool(request.headers.get("hx-request"))
-
-
-def done(request: Request, url: str) -> Response:
-    """After a change: htmx follows HX-Redirect, a plain form post a 303 (post/redirect/get)."""
-    if is_htmx(request):
-        return Response(status_code=204, headers={"HX-Redirect": url})
-    return RedirectResponse(url, status_code=303)
-
-
-def org_tz(session: Session, user: Principal) -> str:
-    return org_service.get_org(session, user.org_id).timezone
 
 
 def base_context(user: Principal, tab: str, tz: str, **extra: Any) -> dict[str, Any]:
@@ -440,40 +413,6 @@ def parse_local(value: str, tz: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=ZoneInfo(tz))
     return parsed.astimezone(UTC)
-
-
-# Pydantic error types → (zh, en) templates; ``{ge}`` etc. come from the error's context.
-ERROR_TEXTS: dict[str, tuple[str, str]] = {
-    "greater_than_equal": ("不能小于 {ge}", "must be at least {ge}"),
-    "greater_than": ("须大于 {gt}", "must be more than {gt}"),
-    "less_than_equal": ("不能大于 {le}", "must be at most {le}"),
-    "less_than": ("须小于 {lt}", "must be less than {lt}"),
-    "int_parsing": ("须为整数", "must be a whole number"),
-    "int_from_float": ("须为整数", "must be a whole number"),
-    "int_type": ("须为整数", "must be a whole number"),
-    "missing": ("必填", "is required"),
-    "literal_error": ("不是可选的值", "is not one of the choices"),
-    "enum": ("不是可选的值", "is not one of the choices"),
-    "string_too_long": ("最多 {max_length} 个字符", "has at most {max_length} characters"),
-    "string_too_short": ("至少 {min_length} 个字符", "needs at least {min_length} characters"),
-    "too_short": ("至少需要 {min_length} 项", "needs at least {min_length} entries"),
-    "too_long": ("最多 {max_length} 项", "has at most {max_length} entries"),
-    "bool_parsing": ("须为是或否", "must be yes or no"),
-}
-
-
-@dataclass
-class FormErrors:
-    """Messages per field (dotted location, e.g. ``levels.0.threshold``) plus page-level ones."""
-
-    fields: dict[str, str] = field(default_factory=dict)
-    general: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.fields or self.general)
-
-    def add(self, name: str, message: str) -> None:
-        self.fields.setdefault(name, message)
 
 
 def field_label(loc: Sequence[str | int], t: Callable[[str], str]) -> str:
@@ -527,22 +466,6 @@ def int_or_none(text: str) -> int | None:
 # --- overview ------------------------------------------------------------------------------------------
 
 STORE_SORTS = ("store", "issued", "redeemed", "expired")
-
-
-def grouped_bar(title: str, x: list[str], series: dict[str, list[int]]) -> str:
-    """Bars side by side per category (ECharts options for static/app/charts.js)."""
-    option: dict[str, Any] = {
-        "color": charts.PALETTE,
-        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
-        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "legend": {"bottom": 0, "left": "center"},
-        "grid": {"left": 56, "right": 16, "top": 48, "bottom": 56},
-        "xAxis": {"type": "category", "data": x},
-        "yAxis": {"type": "value"},
-        "series": [{"name": n, "type": "bar", "data": v, "barMaxWidth": 22} for n, v in series.items()],
-        "animation": False,
-    }
-    return json.dumps(option, ensure_ascii=False)
 
 
 def sorted_stores(
@@ -854,13 +777,6 @@ def visible_rule(user: Principal, row: EarnRule) -> bool:
 def tier_codes(session: Session, program: PointsProgram) -> list[str]:
     tier_set = tiers.active_set(session, program.id)
     return [lv.code for lv in tiers.level_rows(session, tier_set.id)] if tier_set else []
-
-
-def writable_stores(session: Session, user: Principal) -> list[Store]:
-    found = session.scalars(
-        select(Store).where(Store.org_id == user.org_id, Store.active.is_(True)).order_by(Store.code)
-    )
-    return [s for s in found if user.can_access_store(s.id)]
 
 
 def rule_form(
@@ -1247,19 +1163,6 @@ def sim_defaults(session: Session, user: Principal) -> dict[str, Any]:
         "errors": FormErrors(),
         "result": None,
     }
-
-
-def yuan_to_fen(text: str) -> int | None:
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount.adjusted() > 12 or len(amount.as_tuple().digits) > 20:
-        return None  # NaN, Infinity, 1e999999 or more digits than Decimal keeps exactly: not an amount
-    fen = amount * 100
-    if amount < 0 or fen != fen.to_integral_value():
-        return None
-    return int(fen)
 
 
 @dataclass
