@@ -75,7 +75,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from common import libpq_url, machine_note, sa_url, write_json
-from onemember.demo.generator import SETTLEMENT_COLS
+from onemember.demo.generator import MOVEMENT_COLS, ORDER_COLS, SETTLEMENT_COLS
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/om_bench_settle"
 TZ = "Asia/Shanghai"
@@ -335,28 +335,9 @@ COPY_COLUMNS = {
         "available_at",
         "expires_at",
     ),
-    "point_lot_movements": ("id", "org_id", "lot_id", "entry_id", "amount", "created_at"),
-    "orders": (
-        "id",
-        "org_id",
-        "order_no",
-        "store_id",
-        "member_id",
-        "status",
-        "source",
-        "total_fen",
-        "points_redeemed",
-        "points_value_fen",
-        "paid_fen",
-        "points_earned",
-        "refunded_fen",
-        "earn_explanation",
-        "actor",
-        "occurred_at",
-        "created_at",
-        "discount_fen",
-        "growth_earned",
-    ),
+    # the demo loader writes these tables with the same columns
+    "point_lot_movements": MOVEMENT_COLS,
+    "orders": ORDER_COLS,
     "order_returns": (
         "id",
         "org_id",
@@ -451,7 +432,7 @@ COPY_COLUMNS = {
         "note",
         "used_at",
     ),
-    "settlement_entries": SETTLEMENT_COLS,  # the demo loader writes the same columns
+    "settlement_entries": SETTLEMENT_COLS,
 }
 LOADED = tuple(COPY_COLUMNS)
 
@@ -758,6 +739,7 @@ class Generator:
                 f"O{local:%y%m%d}{self.order_seq:010d}",
                 store.id,
                 member_id,
+                None,  # client_order_id
                 "completed",
                 "pos",
                 total,
