@@ -183,6 +183,8 @@ class CouponPanel:
     selected: list[str]
     best: list[str]
     best_discount_fen: int
+    lines: list[coupon_service.Line]  # the basket as the coupon maths saw it (``coupon_lines``)
+    tier_applied: bool
 
     @property
     def is_best(self) -> bool:
@@ -241,6 +243,8 @@ def coupon_panel(session: Session, till: Till, member: Member, basket: Basket, l
         selected=selected,
         best=list(suggestion.codes),
         best_discount_fen=suggestion.best.discount_fen,
+        lines=lines,
+        tier_applied=tier_applied,
     )
 
 
