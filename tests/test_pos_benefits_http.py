@@ -485,8 +485,10 @@ def test_package_sold_at_b_and_used_at_a(
     assert by_testid(page, f"package-name-{pid}") == "洗车五次卡"
     assert by_testid(page, f"package-left-{pid}") == "剩余 5/5 次"
     assert by_testid(page, f"package-here-{pid}") == "本店可用"
+    assert "售卡门店 杭州西湖店" in page
     confirm = app_client.get(f"/pos/packages/{pid}/use?uses=2")
     assert confirm.status_code == 200
+    assert "<span>售卡门店</span><span>杭州西湖店</span>" in confirm.text
     assert by_testid(confirm.text, "confirm-left") == "剩余 5/5 次"
     assert by_testid(confirm.text, "confirm-store") == "上海徐汇店"
     form = {"idem": hidden(confirm.text, "idem")}

@@ -476,9 +476,13 @@ def _member_or_none(session: Session, org_id: int, member_no: str | None) -> Mem
 
 
 def member_card(session: Session, org_id: int, member_no: str | None) -> MemberCard | None:
+    """The card of the member with this number (a merged one's survivor); None when there is none."""
     member = _member_or_none(session, org_id, member_no)
-    if member is None:
-        return None
+    return card_of(session, member) if member is not None else None
+
+
+def card_of(session: Session, member: Member) -> MemberCard:
+    """The card of a member already resolved (``by_member_no``), without reading the member again."""
     account = session.scalar(select(PointAccount).where(PointAccount.member_id == member.id))
     expiring, first = 0, None
     if account is not None:

@@ -35,6 +35,7 @@ from onemember.web.pos.base import (
     _see_other,
     _served_member,
     _write_once,
+    card_of,
     fen_to_yuan,
     load_basket,
     member_card,
@@ -174,7 +175,7 @@ def rewards_page(
     lang = request.state.lang
     store = till.require_store()
     member = _member_or_none(session, till.org.id, basket.member_no)
-    card = member_card(session, till.org.id, basket.member_no)
+    card = card_of(session, member) if member is not None else None
     rows = reward_rows(session, store, member, card.balance, lang) if member and card else []
     return till_page(
         request,
@@ -245,8 +246,7 @@ def reward_confirm_page(
     status: int = 200,
 ) -> HTMLResponse:
     """The confirm step: points to spend, cash to collect, the balance after (a new key each time)."""
-    card = member_card(session, till.org.id, member.member_no)
-    assert card is not None
+    card = card_of(session, member)
     return till_page(
         request,
         till,

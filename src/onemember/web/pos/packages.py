@@ -32,6 +32,7 @@ from onemember.web.pos.base import (
     _see_other,
     _served_member,
     _write_once,
+    card_of,
     load_basket,
     member_card,
     new_idempotency_key,
@@ -115,7 +116,8 @@ def _held_package(
         raise MemberPackageNotFound()
     template = session.get(ServicePackage, package.package_id)
     assert template is not None
-    return store, member, package_row(session, package, template, store, _store_names(session, till.org.id))
+    names = _store_names(session, till.org.id, {package.sold_store_id})
+    return store, member, package_row(session, package, template, store, names)
 
 
 def _sale_refusal(
@@ -150,7 +152,7 @@ def package_page(
             "mode": mode,
             "row": row,
             "offer": offer,
-            "member": member_card(session, till.org.id, member.member_no),
+            "member": card_of(session, member),
             "methods": PAYMENT_METHODS,
             "idem": new_idempotency_key(),
             "error": error,
@@ -339,7 +341,7 @@ def pos_package_use_receipt(
     template = session.get(ServicePackage, use.package_id)
     assert package is not None
     assert template is not None
-    names = _store_names(session, user.org_id)
+    names = _store_names(session, user.org_id, {use.used_store_id, package.sold_store_id})
     last = use.first_use_no + use.uses - 1
     return till_page(
         request,
@@ -371,7 +373,7 @@ def pos_package_sale_receipt(
     package = packages.member_package(session, user.org_id, package_id)
     template = session.get(ServicePackage, package.package_id)
     assert template is not None
-    names = _store_names(session, user.org_id)
+    names = _store_names(session, user.org_id, {package.sold_store_id})
     return till_page(
         request,
         till,

@@ -183,6 +183,8 @@ class CouponPanel:
     selected: list[str]
     best: list[str]
     best_discount_fen: int
+    lines: list[coupon_service.Line]  # the basket as the coupon maths saw it (``coupon_lines``)
+    tier_applied: bool
 
     @property
     def is_best(self) -> bool:
@@ -241,6 +243,8 @@ def coupon_panel(session: Session, till: Till, member: Member, basket: Basket, l
         selected=selected,
         best=list(suggestion.codes),
         best_discount_fen=suggestion.best.discount_fen,
+        lines=lines,
+        tier_applied=tier_applied,
     )
 
 
@@ -275,8 +279,13 @@ class PackageOffer:
     refund_rule: str
 
 
-def _store_names(session: Session, org_id: int) -> dict[int, str]:
-    return {s.id: s.name for s in session.scalars(select(Store).where(Store.org_id == org_id))}
+def _store_names(session: Session, org_id: int, ids: set[int | None]) -> dict[int, str]:
+    """The names of these stores of the org (None, a package sold by head office, is skipped)."""
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    query = select(Store.id, Store.name).where(Store.org_id == org_id, Store.id.in_(wanted))
+    return {int(i): str(n) for i, n in session.execute(query).all()}
 
 
 def package_row(
@@ -297,13 +306,17 @@ def package_row(
 
 def package_rows(session: Session, member: Member, store: Store) -> list[PackageRow]:
     """The member's open packages (``packages.packages_of``), and whether this store performs each."""
-    names = _store_names(session, member.org_id)
-    rows = []
-    for package in packages.packages_of(session, member):
-        template = session.get(ServicePackage, package.package_id)
-        assert template is not None
-        rows.append(package_row(session, package, template, store, names))
-    return rows
+    held = packages.packages_of(session, member)
+    if not held:
+        return []
+    names = _store_names(session, member.org_id, {p.sold_store_id for p in held})
+    templates = {
+        t.id: t
+        for t in session.scalars(
+            select(ServicePackage).where(ServicePackage.id.in_({p.package_id for p in held}))
+        )
+    }
+    return [package_row(session, p, templates[p.package_id], store, names) for p in held]
 
 
 def _offer(template: ServicePackage) -> PackageOffer:

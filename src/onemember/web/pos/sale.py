@@ -43,7 +43,7 @@ from onemember.web.pos.base import (
     recent_items,
     yuan_to_fen,
 )
-from onemember.web.pos.panels import coupon_lines, coupon_panel
+from onemember.web.pos.panels import coupon_panel
 from onemember.web.pos.screen import checkout_body, parse_codes, price_basket, sale_page
 from onemember.web.templating import render
 
@@ -284,9 +284,14 @@ def pos_coupons(
                     return refuse(text.format(code=code, reason=unusable.reason), 409)
                 if not any(row.code == code for row in panel.usable):
                     # Not this member's, or no longer available: the coupon service says which.
-                    lines, tier_applied = coupon_lines(session, till, member, basket)
                     coupon_service.apply_coupons(
-                        session, member, store, lines, [code], tier_discount_applied=tier_applied, lock=False
+                        session,
+                        member,
+                        store,
+                        panel.lines,
+                        [code],
+                        tier_discount_applied=panel.tier_applied,
+                        lock=False,
                     )
                 chosen.append(code)
                 # The whole choice, priced as the checkout will price it: refuses what does not stack.

@@ -29,8 +29,8 @@ from onemember.web.pos.base import (
     _member_or_none,
     _message,
     _settled,
+    card_of,
     max_redeemable,
-    member_card,
     new_idempotency_key,
     parse_count,
     recent_items,
@@ -156,7 +156,7 @@ def sale_page(
     ctx: dict[str, Any] = {"error": error, "form": form or {}}
     if till.store is not None:
         member = _member_or_none(session, till.org.id, basket.member_no)
-        card = member_card(session, till.org.id, basket.member_no)
+        card = card_of(session, member) if member is not None else None
         panel = coupon_panel(session, till, member, basket, lang) if member and basket.lines else None
         codes = panel.selected if panel is not None else []
         quote = price_basket(session, till, basket, card, codes, ctx["form"].get("redeem", ""), lang)
