@@ -1271,3 +1271,23 @@ def test_package_refusals_show_the_reason_and_change_nothing(
     console_login(app_client, chain, "c_clerk")
     page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
     assert shown(page.text, f"no-use-store-{package_id}") == "您范围内没有提供该服务的门店"
+
+
+def test_both_template_lists_say_what_the_last_action_did(app_client: TestClient, chain: Chain) -> None:
+    console_login(app_client, chain, "hq")
+    cases = [
+        ("/console/coupons?done=created&code=M300-50", "已创建优惠券模板 M300-50"),
+        ("/console/coupons?done=stopped&code=M300-50", "已停发 · M300-50"),
+        ("/console/coupons?done=resumed&code=M300-50", "已恢复发放 · M300-50"),
+        ("/console/packages?done=created&code=WASH10", "已创建次卡 WASH10"),
+        ("/console/packages?done=withdrawn&code=WASH10", "已停售 · WASH10"),
+        ("/console/packages?done=relisted&code=WASH10", "已恢复售卖 · WASH10"),
+    ]
+    for url, notice in cases:
+        page = app_client.get(url)
+        assert page.status_code == 200, url
+        assert shown(page.text, "notice") == notice, url
+        assert shown(page.text, "scope-label") == "范围: 全部门店", url
+        assert 'data-testid="readonly-note"' not in page.text, url
+    for url in ("/console/coupons?done=bogus&code=X", "/console/packages?done=stopped&code=X"):
+        assert 'data-testid="notice"' not in app_client.get(url).text, url
