@@ -1291,3 +1291,48 @@ def test_both_template_lists_say_what_the_last_action_did(app_client: TestClient
         assert 'data-testid="readonly-note"' not in page.text, url
     for url in ("/console/coupons?done=bogus&code=X", "/console/packages?done=stopped&code=X"):
         assert 'data-testid="notice"' not in app_client.get(url).text, url
+
+
+def test_each_held_package_lists_its_own_uses_and_the_stores_in_scope(
+    app_client: TestClient, chain: Chain
+) -> None:
+    hq = login(app_client, chain, "hq")
+    api_package(app_client, hq, code="WASH10")
+    api_package(app_client, hq, code="CUT5", name="剪发 5 次卡", service_code="HAIRCUT", uses=5)
+    m = register(app_client, chain, "A", "13900000011")
+    sold: dict[int, int] = {}
+    for n, code in ((1, "WASH10"), (2, "CUT5"), (3, "WASH10")):
+        r = app_client.post(
+            f"/api/v1/members/{m['member_no']}/packages",
+            json={"package_code": code, "store_code": "A", "payment_method": "cash", "amount_fen": 30000},
+            headers=hq,
+        )
+        assert r.status_code == 201, r.text
+        sold[n] = r.json()["id"]
+    used: dict[int, list[int]] = {n: [] for n in sold}
+    for n, store in ((1, "B"), (3, "A"), (1, "A"), (3, "C")):
+        r = app_client.post(f"/api/v1/member-packages/{sold[n]}/uses", json={"store_code": store}, headers=hq)
+        assert r.status_code == 201, r.text
+        used[n].append(r.json()["id"])
+
+    def card(text: str, package_id: int) -> str:
+        return re.split(r'data-testid="pkg-\d+"', text.split(f'data-testid="pkg-{package_id}"')[1])[0]
+
+    def use_stores(text: str, package_id: int) -> list[str]:
+        form = text.split(f'data-testid="use-store-{package_id}"')[1].split("</select>")[0]
+        return re.findall(r'<option value="(\w+)"', form)
+
+    console_login(app_client, chain, "hq")
+    page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
+    assert page.status_code == 200
+    left = {1: "剩余 8 / 10 次", 2: "剩余 5 / 5 次", 3: "剩余 8 / 10 次"}
+    for n, package_id in sold.items():
+        assert (
+            sorted(int(u) for u in re.findall(r'data-testid="use-(\d+)"', card(page.text, package_id)))
+            == used[n]
+        )
+        assert shown(page.text, f"pkg-left-{package_id}") == left[n]
+        assert use_stores(page.text, package_id) == ["A", "B", "C"], n
+    console_login(app_client, chain, "a_clerk")
+    page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
+    assert [use_stores(page.text, package_id) for package_id in sold.values()] == [["A"]] * 3
