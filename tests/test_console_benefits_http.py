@@ -1336,3 +1336,33 @@ def test_each_held_package_lists_its_own_uses_and_the_stores_in_scope(
     console_login(app_client, chain, "a_clerk")
     page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
     assert [use_stores(page.text, package_id) for package_id in sold.values()] == [["A"]] * 3
+
+
+def test_package_list_pages_its_rows_and_charts_every_template(app_client: TestClient, chain: Chain) -> None:
+    hq = login(app_client, chain, "hq")
+    for i in range(1, 21):
+        api_package(app_client, hq, code=f"P{i:02}", name=f"次卡{i:02}")
+    api_package(app_client, hq, code="P21", name="次卡21", store_scope="stores", store_codes=["B", "A"])
+    m = register(app_client, chain, "A", "13900000012")
+    for code in ("P05", "P21", "P05"):
+        r = app_client.post(
+            f"/api/v1/members/{m['member_no']}/packages",
+            json={"package_code": code, "store_code": "A", "payment_method": "cash", "amount_fen": 30000},
+            headers=hq,
+        )
+        assert r.status_code == 201, r.text
+    console_login(app_client, chain, "hq")
+    first = app_client.get("/console/packages")
+    assert re.findall(r'data-testid="package-(P\d+)"', first.text) == [f"P{i:02}" for i in range(1, 21)]
+    second = app_client.get("/console/packages", params={"page": "2"})
+    assert re.findall(r'data-testid="package-(P\d+)"', second.text) == ["P21"]
+    assert "门店：上海徐汇店、杭州西湖店" in shown(second.text, "package-P21")
+    assert shown(second.text, "sold-P21") == "1"
+    for page_text in (first.text, second.text):
+        option = json.loads(
+            html.unescape(re.search(r"data-testid=\"chart-templates\" data-chart='([^']*)'", page_text)[1])
+        )
+        assert option["xAxis"]["data"] == ["次卡05", "次卡21"] + [
+            f"次卡{i:02}" for i in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11)
+        ]
+        assert option["series"][0]["data"] == [2, 1] + [0] * 10
