@@ -1271,3 +1271,98 @@ def test_package_refusals_show_the_reason_and_change_nothing(
     console_login(app_client, chain, "c_clerk")
     page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
     assert shown(page.text, f"no-use-store-{package_id}") == "您范围内没有提供该服务的门店"
+
+
+def test_both_template_lists_say_what_the_last_action_did(app_client: TestClient, chain: Chain) -> None:
+    console_login(app_client, chain, "hq")
+    cases = [
+        ("/console/coupons?done=created&code=M300-50", "已创建优惠券模板 M300-50"),
+        ("/console/coupons?done=stopped&code=M300-50", "已停发 · M300-50"),
+        ("/console/coupons?done=resumed&code=M300-50", "已恢复发放 · M300-50"),
+        ("/console/packages?done=created&code=WASH10", "已创建次卡 WASH10"),
+        ("/console/packages?done=withdrawn&code=WASH10", "已停售 · WASH10"),
+        ("/console/packages?done=relisted&code=WASH10", "已恢复售卖 · WASH10"),
+    ]
+    for url, notice in cases:
+        page = app_client.get(url)
+        assert page.status_code == 200, url
+        assert shown(page.text, "notice") == notice, url
+        assert shown(page.text, "scope-label") == "范围: 全部门店", url
+        assert 'data-testid="readonly-note"' not in page.text, url
+    for url in ("/console/coupons?done=bogus&code=X", "/console/packages?done=stopped&code=X"):
+        assert 'data-testid="notice"' not in app_client.get(url).text, url
+
+
+def test_each_held_package_lists_its_own_uses_and_the_stores_in_scope(
+    app_client: TestClient, chain: Chain
+) -> None:
+    hq = login(app_client, chain, "hq")
+    api_package(app_client, hq, code="WASH10")
+    api_package(app_client, hq, code="CUT5", name="剪发 5 次卡", service_code="HAIRCUT", uses=5)
+    m = register(app_client, chain, "A", "13900000011")
+    sold: dict[int, int] = {}
+    for n, code in ((1, "WASH10"), (2, "CUT5"), (3, "WASH10")):
+        r = app_client.post(
+            f"/api/v1/members/{m['member_no']}/packages",
+            json={"package_code": code, "store_code": "A", "payment_method": "cash", "amount_fen": 30000},
+            headers=hq,
+        )
+        assert r.status_code == 201, r.text
+        sold[n] = r.json()["id"]
+    used: dict[int, list[int]] = {n: [] for n in sold}
+    for n, store in ((1, "B"), (3, "A"), (1, "A"), (3, "C")):
+        r = app_client.post(f"/api/v1/member-packages/{sold[n]}/uses", json={"store_code": store}, headers=hq)
+        assert r.status_code == 201, r.text
+        used[n].append(r.json()["id"])
+
+    def card(text: str, package_id: int) -> str:
+        return re.split(r'data-testid="pkg-\d+"', text.split(f'data-testid="pkg-{package_id}"')[1])[0]
+
+    def use_stores(text: str, package_id: int) -> list[str]:
+        form = text.split(f'data-testid="use-store-{package_id}"')[1].split("</select>")[0]
+        return re.findall(r'<option value="(\w+)"', form)
+
+    console_login(app_client, chain, "hq")
+    page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
+    assert page.status_code == 200
+    left = {1: "剩余 8 / 10 次", 2: "剩余 5 / 5 次", 3: "剩余 8 / 10 次"}
+    for n, package_id in sold.items():
+        assert (
+            sorted(int(u) for u in re.findall(r'data-testid="use-(\d+)"', card(page.text, package_id)))
+            == used[n]
+        )
+        assert shown(page.text, f"pkg-left-{package_id}") == left[n]
+        assert use_stores(page.text, package_id) == ["A", "B", "C"], n
+    console_login(app_client, chain, "a_clerk")
+    page = app_client.get("/console/packages/members", params={"q": m["member_no"]})
+    assert [use_stores(page.text, package_id) for package_id in sold.values()] == [["A"]] * 3
+
+
+def test_package_list_pages_its_rows_and_charts_every_template(app_client: TestClient, chain: Chain) -> None:
+    hq = login(app_client, chain, "hq")
+    for i in range(1, 21):
+        api_package(app_client, hq, code=f"P{i:02}", name=f"次卡{i:02}")
+    api_package(app_client, hq, code="P21", name="次卡21", store_scope="stores", store_codes=["B", "A"])
+    m = register(app_client, chain, "A", "13900000012")
+    for code in ("P05", "P21", "P05"):
+        r = app_client.post(
+            f"/api/v1/members/{m['member_no']}/packages",
+            json={"package_code": code, "store_code": "A", "payment_method": "cash", "amount_fen": 30000},
+            headers=hq,
+        )
+        assert r.status_code == 201, r.text
+    console_login(app_client, chain, "hq")
+    first = app_client.get("/console/packages")
+    assert re.findall(r'data-testid="package-(P\d+)"', first.text) == [f"P{i:02}" for i in range(1, 21)]
+    second = app_client.get("/console/packages", params={"page": "2"})
+    assert re.findall(r'data-testid="package-(P\d+)"', second.text) == ["P21"]
+    assert "门店：上海徐汇店、杭州西湖店" in shown(second.text, "package-P21")
+    assert shown(second.text, "sold-P21") == "1"
+    for page_text in (first.text, second.text):
+        option = json.loads(
+            html.unescape(re.search(r"data-testid=\"chart-templates\" data-chart='([^']*)'", page_text)[1])
+        )
+        assert option["xAxis"]["data"] == ["次卡05", "次卡21"] + [
+            f"次卡{i:02}" for i in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11)
+        ]
+        assert option["series"][0]["data"] == [2, 1] + [0] * 10

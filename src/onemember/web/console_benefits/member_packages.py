@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onemember.auth.principal import Principal
@@ -76,10 +77,21 @@ def held_packages(
 ) -> list[HeldPackage]:
     now = utcnow()
     scope_stores = writable_stores(session, user)
+    held = packages.packages_of(session, member, include_closed=True)
+    uses: dict[int, list[PackageUse]] = {p.id: [] for p in held}
+    for use in session.scalars(  # every package's uses in one read, in the order of ``packages.uses_of``
+        select(PackageUse).where(PackageUse.member_package_id.in_(uses or {-1})).order_by(PackageUse.id)
+    ):
+        uses[use.member_package_id].append(use)
+    use_stores: dict[int, list[Store]] = {}  # per template, not per package: a store check may query
     out = []
-    for package in packages.packages_of(session, member, include_closed=True):
+    for package in held:
         template = session.get(ServicePackage, package.package_id)
         assert template is not None
+        if template.id not in use_stores:
+            use_stores[template.id] = [
+                s for s in scope_stores if packages.offers_service(session, template, s)
+            ]
         try:
             refundable: int | None = packages.refund_amount(package, template.refund_rule)
             blocker = ""
@@ -96,11 +108,11 @@ def held_packages(
                 issuer=names.store(package.sold_store_id),
                 uses=[
                     UseRow(u, names.store(u.used_store_id), actor_name(u.actor), u.first_use_no + u.uses - 1)
-                    for u in packages.uses_of(session, package)
+                    for u in uses[package.id]
                 ],
                 refundable_fen=refundable,
                 refund_blocker=blocker,
-                use_stores=[s for s in scope_stores if packages.offers_service(session, template, s)],
+                use_stores=use_stores[template.id],
                 can_refund=user.role in packages.REFUND_ROLES and in_scope,
             )
         )

@@ -245,19 +245,21 @@ def packages_page(
     if params.get("status") in ("active", "inactive"):
         found = [p for p in found if p.active == (params["status"] == "active")]
     flows = package_flows(session, user.org_id, choice.store_ids)
-    rows = [package_row(session, t, names, p, flows.get(p.id, PackageFlow())) for p in found]
+    flow = {p.id: flows.get(p.id, PackageFlow()) for p in found}
     page = page_number(params.get("page"))
-    chunk = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1]
-    listing = Paged(chunk[:PAGE_SIZE], page, PAGE_SIZE, len(chunk) > PAGE_SIZE)
-    top = sorted(rows, key=lambda r: (-(r.flow.sold + r.flow.granted), r.template.code))[:CHART_TEMPLATES]
+    chunk = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1]
+    # Only the shown page becomes rows: a row of a store-scoped template reads its stores.
+    rows = [package_row(session, t, names, p, flow[p.id]) for p in chunk[:PAGE_SIZE]]
+    listing = Paged(rows, page, PAGE_SIZE, len(chunk) > PAGE_SIZE)
+    top = sorted(found, key=lambda p: (-(flow[p.id].sold + flow[p.id].granted), p.code))[:CHART_TEMPLATES]
     by_template = whole_numbers(
         grouped_bar(
             t("ben.p.chart_templates"),
-            [r.template.name for r in top],
+            [p.name for p in top],
             {
-                t("ben.p.col.sold"): [r.flow.sold for r in top],
-                t("ben.p.col.granted"): [r.flow.granted for r in top],
-                t("ben.p.col.used"): [r.flow.uses for r in top],
+                t("ben.p.col.sold"): [flow[p.id].sold for p in top],
+                t("ben.p.col.granted"): [flow[p.id].granted for p in top],
+                t("ben.p.col.used"): [flow[p.id].uses for p in top],
             },
         )
     )
@@ -278,7 +280,7 @@ def packages_page(
             link=linker("/console/packages", params),
             params=params,
             charts={"templates": by_template, "stores": by_store},
-            has_rows=bool(rows),
+            has_rows=bool(found),
             has_uses=bool(stores),
             editable=editable,
             values={**PACKAGE_DEFAULTS, **(values or {})},

@@ -154,14 +154,13 @@ i18n.register(
 )
 
 
-def _t(request: Request, key: str, **values: Any) -> str:
-    text = i18n.translate(key, request.state.lang)
-    return text.format(**values) if values else text
-
-
 def _tr(lang: str, key: str, **values: Any) -> str:
     text = i18n.translate(key, lang)
     return text.format(**values) if values else text
+
+
+def _t(request: Request, key: str, **values: Any) -> str:
+    return _tr(request.state.lang, key, **values)
 
 
 # --- who is logged in ------------------------------------------------------------------------------

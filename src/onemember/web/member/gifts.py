@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from onemember.audit import service as audit
 from onemember.audit.models import AuditLog
+from onemember.common.crypto import mask
 from onemember.common.types import IdentityKind
 from onemember.coupons import service as coupons
 from onemember.coupons.models import Coupon, CouponTemplate
@@ -134,7 +135,7 @@ def member_coupon_gift(
             "code": coupon.code,
             "name": template.name,
             "phone": normalized,
-            "phone_masked": f"{normalized[:3]}****{normalized[7:]}",
+            "phone_masked": mask(IdentityKind.PHONE, normalized),
         },
     )
 
