@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from onemember.audit import service as audit
 from onemember.auth.principal import Principal
@@ -693,6 +693,9 @@ def record_coupon_redemption(
     """A coupon issued by one store (or HQ) redeemed at another: its funder repays the redeeming store
     the discount given, per the template's bearer. The member's price difference (补差价) is cash the
     redeeming store took itself, so it is not settled."""
+    charged = coupon_owed(redemption, redemption.discount_fen)
+    if charged is None or charged[1] <= 0:
+        return None  # decided before the reason's store labels, which may cost a query each
     return record_benefit_use(
         session,
         redemption.org_id,
@@ -726,40 +729,44 @@ def record_coupon_returns(
     as ``coupons.on_return`` leaves them): reverse what the funders now owe less, so the entries of a
     redemption always net to ``coupon_owed`` (a full return reverses the whole entry). Reversals land in
     the open period of the return."""
-    session.flush()
     out = []
     for redemption in redemptions:
-        org_id, order_id = redemption.org_id, redemption.order_id
-        originals = session.scalars(
-            select(SettlementEntry).where(
-                SettlementEntry.org_id == org_id,
+        charged = coupon_owed(redemption, redemption.discount_fen)
+        if charged is None or charged[1] <= 0:
+            continue  # the sale settled nothing, so there is nothing to reverse
+        owed = coupon_owed(redemption)
+        reversal = aliased(SettlementEntry)
+        reversed_fen = (
+            select(func.coalesce(func.sum(reversal.amount_fen), 0))
+            .where(reversal.reverses_id == SettlementEntry.id)
+            .scalar_subquery()
+        )
+        rows = session.execute(
+            select(SettlementEntry, reversed_fen)
+            .where(
+                SettlementEntry.org_id == redemption.org_id,
                 SettlementEntry.kind == Kind.COUPON_REDEEMED,
                 SettlementEntry.source_ref == coupon_ref(redemption.id),
                 SettlementEntry.reverses_id.is_(None),
             )
+            .order_by(SettlementEntry.id)
         ).all()
-        owed = coupon_owed(redemption)
-        for original in originals:
-            reversed_fen = session.scalar(
-                select(func.coalesce(func.sum(SettlementEntry.amount_fen), 0)).where(
-                    SettlementEntry.reverses_id == original.id
-                )
-            )
+        for original, already in rows:
             still = owed[1] if owed is not None and owed[0] == original.debtor_key else 0
-            due = original.amount_fen - int(reversed_fen or 0) - still
+            due = original.amount_fen - int(already or 0) - still
             if due <= 0:
                 continue
             out.append(
                 record(
                     session,
-                    org_id,
+                    redemption.org_id,
                     Kind.COUPON_REDEEMED,
                     original.creditor_key,
                     original.debtor_key,
                     due,
                     source_ref=f"coupon_return:{return_id}:{redemption.id}",
                     at=at,
-                    order_id=order_id,
+                    order_id=redemption.order_id,
                     return_id=return_id,
                     reverses_id=original.id,
                     reason=f"退货退回优惠券优惠，冲回结算 {due} 分",
