@@ -684,7 +684,8 @@ def coupon_owed(redemption: CouponRedemption, kept_fen: int | None = None) -> tu
         return None
     if kept_fen is None:
         kept_fen = redemption.discount_fen - redemption.returned_fen
-    return debtor, cost_share(bearer, redemption.issuer_pct, kept_fen)
+    fen = cost_share(bearer, redemption.issuer_pct, kept_fen)
+    return (debtor, fen) if fen > 0 else None
 
 
 def record_coupon_redemption(
@@ -693,8 +694,7 @@ def record_coupon_redemption(
     """A coupon issued by one store (or HQ) redeemed at another: its funder repays the redeeming store
     the discount given, per the template's bearer. The member's price difference (补差价) is cash the
     redeeming store took itself, so it is not settled."""
-    charged = coupon_owed(redemption, redemption.discount_fen)
-    if charged is None or charged[1] <= 0:
+    if coupon_owed(redemption, redemption.discount_fen) is None:
         return None  # decided before the reason's store labels, which may cost a query each
     return record_benefit_use(
         session,
@@ -731,8 +731,7 @@ def record_coupon_returns(
     the open period of the return."""
     out = []
     for redemption in redemptions:
-        charged = coupon_owed(redemption, redemption.discount_fen)
-        if charged is None or charged[1] <= 0:
+        if coupon_owed(redemption, redemption.discount_fen) is None:
             continue  # the sale settled nothing, so there is nothing to reverse
         owed = coupon_owed(redemption)
         reversal = aliased(SettlementEntry)
