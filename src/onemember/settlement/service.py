@@ -451,52 +451,6 @@ def record_benefit_use(
     )
 
 
-def reverse_source(
-    session: Session,
-    org_id: int,
-    source_ref: str,
-    *,
-    reversal_ref: str,
-    at: datetime | None = None,
-    return_id: int | None = None,
-    reason: str = "",
-    actor: str = "",
-) -> list[SettlementEntry]:
-    """Reverse every entry of ``source_ref`` in full (a coupon given back on a return, say): new entries
-    with the parties swapped, landing in the current open period."""
-    originals = list(
-        session.scalars(
-            select(SettlementEntry)
-            .where(
-                SettlementEntry.org_id == org_id,
-                SettlementEntry.source_ref == source_ref,
-                SettlementEntry.reverses_id.is_(None),
-            )
-            .order_by(SettlementEntry.id)
-        )
-    )
-    return [
-        record(
-            session,
-            org_id,
-            e.kind,
-            e.creditor_key,
-            e.debtor_key,
-            e.amount_fen,
-            source_ref=reversal_ref,
-            at=at,
-            order_id=e.order_id,
-            return_id=return_id,
-            reverses_id=e.id,
-            points=e.points,
-            reason=reason or f"冲回 {source_ref}",
-            actor=actor,
-            details=e.details,
-        )
-        for e in originals
-    ]
-
-
 def per_issuer(session: Session, point_entry_id: int, sign: int) -> dict[int, int]:
     """Points the entry took from (``sign`` -1) or gave back to (+1) lots, by the lots' issuing party."""
     rows = session.execute(
