@@ -265,7 +265,7 @@ def test_coupon_settlement_follows_the_bearer_and_returns(
     iss = buy("B", "ISS")
     spl = buy("B", "SPL")
     hqp = buy("C", "HQP")
-    buy("A", "ISS")  # redeemed where it was issued: no one owes anything
+    same = buy("A", "ISS")  # redeemed where it was issued: no one owes anything
     assert _coupon_settlement(factory, chain) == [
         ("A", "B", 5000, False),
         ("A", "B", 1500, False),  # 30 % of 5000
@@ -293,6 +293,15 @@ def test_coupon_settlement_follows_the_bearer_and_returns(
         ("B", "A", 1125, True),
         ("B", "A", 375, True),
     ]
+    # A return from the order that settled nothing reverses nothing.
+    r = app_client.post(
+        f"/api/v1/orders/{same['order_no']}/returns",
+        json={"lines": [{"line_no": 2, "quantity": 1}]},
+        headers=chain.key("A"),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["coupons"][0]["returned_fen"] == 1250
+    assert _coupon_settlement(factory, chain) == entries
     with factory() as s:
         report = verify_settlement(s, chain.org_id)
         assert report.problems == []
