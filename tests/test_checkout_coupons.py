@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from onemember.coupons.models import Coupon, CouponRedemption
 from onemember.coupons.verify import verify_coupons
 from onemember.events.models import Event
 from onemember.orders.models import Order
@@ -124,6 +125,25 @@ def test_coupon_at_checkout_and_return(
         assert verify_coupons(s, chain.org_id) == [
             "coupon template M300-50: issued, redeemed, budget used (1, 0, 5000), expected (1, 0, 0)",
             f"coupon {code}: status redeemed on order None, standing redemptions on orders []",
+        ]
+        s.rollback()
+        # A standing redemption the coupon does not show, and lines that do not add up to it.
+        rid, order_id = s.execute(
+            select(CouponRedemption.id, CouponRedemption.order_id)
+            .join(Coupon, Coupon.id == CouponRedemption.coupon_id)
+            .where(Coupon.org_id == chain.org_id, Coupon.code == code)
+        ).one()
+        s.execute(text(f"UPDATE coupon_redemptions SET status = 'redeemed' WHERE id = {rid}"))
+        s.execute(
+            text(
+                "UPDATE coupon_redemption_lines SET returned_fen = returned_fen + 1"
+                f" WHERE redemption_id = {rid} AND line_no = 1"
+            )
+        )
+        assert verify_coupons(s, chain.org_id) == [
+            "coupon template M300-50: issued, redeemed, budget used (1, 0, 0), expected (1, 1, 5000)",
+            f"coupon {code}: status available on order None, standing redemptions on orders [{order_id}]",
+            f"coupon redemption {rid}: discount, returned (5000, 5000), lines add up to (5000, 5001)",
         ]
         s.rollback()
 
@@ -245,7 +265,7 @@ def test_coupon_settlement_follows_the_bearer_and_returns(
     iss = buy("B", "ISS")
     spl = buy("B", "SPL")
     hqp = buy("C", "HQP")
-    buy("A", "ISS")  # redeemed where it was issued: no one owes anything
+    same = buy("A", "ISS")  # redeemed where it was issued: no one owes anything
     assert _coupon_settlement(factory, chain) == [
         ("A", "B", 5000, False),
         ("A", "B", 1500, False),  # 30 % of 5000
@@ -273,6 +293,15 @@ def test_coupon_settlement_follows_the_bearer_and_returns(
         ("B", "A", 1125, True),
         ("B", "A", 375, True),
     ]
+    # A return from the order that settled nothing reverses nothing.
+    r = app_client.post(
+        f"/api/v1/orders/{same['order_no']}/returns",
+        json={"lines": [{"line_no": 2, "quantity": 1}]},
+        headers=chain.key("A"),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["coupons"][0]["returned_fen"] == 1250
+    assert _coupon_settlement(factory, chain) == entries
     with factory() as s:
         report = verify_settlement(s, chain.org_id)
         assert report.problems == []
@@ -280,7 +309,6 @@ def test_coupon_settlement_follows_the_bearer_and_returns(
 
     # verify re-derives every coupon entry from its redemption: an edited amount, a lost reversal and an
     # entry whose redemption does not exist are each reported.
-    from onemember.coupons.models import CouponRedemption
     from onemember.settlement.models import SettlementEntry
     from tests.test_settlement import _tamper
 

@@ -859,6 +859,8 @@ def test_a_coupon_reward_issues_its_coupon_at_once_and_settles_when_used(
     got = redeem(client, login(client, chain, "c_clerk"), m["member_no"], "CPN20", store_code="C")
     assert (got["status"], got["fulfilled_by"], got["points_balance"]) == ("fulfilled", "staff:c_clerk", 600)
     code = got["coupon_code"]
+    listed = client.get(f"/api/v1/members/{m['member_no']}/reward-redemptions", headers=chain.key("A")).json()
+    assert [(x["id"], x["coupon_code"]) for x in listed["redemptions"]] == [(got["id"], code)]
     r = client.get(f"/api/v1/members/{m['member_no']}/coupons", headers=chain.key("A"))
     [coupon] = r.json()["coupons"]
     assert (coupon["code"], coupon["template_code"], coupon["source"], coupon["issuing_store_code"]) == (

@@ -189,15 +189,20 @@ def reward_out(session: Session, reward: Reward, quantity: int | None = None) ->
     )
 
 
-def _coupon_code(session: Session, redemption: RewardRedemption, reward: Reward) -> str | None:
-    """The coupon a coupon reward issued; other rewards issue none, so their rows are not looked up."""
-    if reward.coupon_template_id is None:
-        return None
-    coupon = mall.coupon_of(session, redemption)
-    return coupon.code if coupon is not None else None
-
-
-def redemption_out(session: Session, redemption: RewardRedemption, reward: Reward) -> RedemptionOut:
+def redemption_out(
+    session: Session,
+    redemption: RewardRedemption,
+    reward: Reward,
+    coupon_codes: dict[int, str] | None = None,
+) -> RedemptionOut:
+    """``coupon_codes`` (``mall.coupon_codes``) when shaping many; else a coupon reward's row looks up its
+    own coupon and other rewards, which issue none, look up nothing."""
+    if coupon_codes is None:
+        coupon_codes = (
+            mall.coupon_codes(session, redemption.org_id, [redemption])
+            if reward.coupon_template_id is not None
+            else {}
+        )
     member = mall.current_member(session, redemption.member_id)
     account = _balance(session, member.id)
     return RedemptionOut(
@@ -215,7 +220,7 @@ def redemption_out(session: Session, redemption: RewardRedemption, reward: Rewar
         fulfilled_at=redemption.fulfilled_at,
         fulfilled_by=redemption.fulfilled_by,
         points_balance=account.balance if account else 0,
-        coupon_code=_coupon_code(session, redemption, reward),
+        coupon_code=coupon_codes.get(redemption.id),
     )
 
 
@@ -384,8 +389,11 @@ def list_member_redemptions(
     """A member's reward redemptions, newest first, with their fulfilment status."""
     member = members.by_member_no(session, principal.org_id, member_no)
     rows = mall.redemptions_of(session, member)
+    codes = mall.coupon_codes(
+        session, principal.org_id, [r for r, w in rows if w.coupon_template_id is not None]
+    )
     return RedemptionListOut(
-        member_no=member.member_no, redemptions=[redemption_out(session, r, w) for r, w in rows]
+        member_no=member.member_no, redemptions=[redemption_out(session, r, w, codes) for r, w in rows]
     )
 
 

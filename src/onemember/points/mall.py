@@ -708,6 +708,19 @@ def coupon_of(session: Session, redemption: RewardRedemption) -> Coupon | None:
     )
 
 
+def coupon_codes(session: Session, org_id: int, redemptions: Sequence[RewardRedemption]) -> dict[int, str]:
+    """The coupons these redemptions issued, in one query: redemption id -> coupon code."""
+    refs = {coupon_issuance.mall_source_ref(r.id): r.id for r in redemptions}
+    if not refs:
+        return {}
+    rows = session.execute(
+        select(Coupon.source_ref, Coupon.code).where(
+            Coupon.org_id == org_id, Coupon.source_ref.in_(list(refs))
+        )
+    )
+    return {refs[str(ref)]: code for ref, code in rows}
+
+
 def redemptions_of(session: Session, member: Member) -> list[tuple[RewardRedemption, Reward]]:
     """A member's redemptions, newest first."""
     rows = session.execute(

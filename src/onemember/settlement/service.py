@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from onemember.audit import service as audit
 from onemember.auth.principal import Principal
@@ -451,52 +451,6 @@ def record_benefit_use(
     )
 
 
-def reverse_source(
-    session: Session,
-    org_id: int,
-    source_ref: str,
-    *,
-    reversal_ref: str,
-    at: datetime | None = None,
-    return_id: int | None = None,
-    reason: str = "",
-    actor: str = "",
-) -> list[SettlementEntry]:
-    """Reverse every entry of ``source_ref`` in full (a coupon given back on a return, say): new entries
-    with the parties swapped, landing in the current open period."""
-    originals = list(
-        session.scalars(
-            select(SettlementEntry)
-            .where(
-                SettlementEntry.org_id == org_id,
-                SettlementEntry.source_ref == source_ref,
-                SettlementEntry.reverses_id.is_(None),
-            )
-            .order_by(SettlementEntry.id)
-        )
-    )
-    return [
-        record(
-            session,
-            org_id,
-            e.kind,
-            e.creditor_key,
-            e.debtor_key,
-            e.amount_fen,
-            source_ref=reversal_ref,
-            at=at,
-            order_id=e.order_id,
-            return_id=return_id,
-            reverses_id=e.id,
-            points=e.points,
-            reason=reason or f"冲回 {source_ref}",
-            actor=actor,
-            details=e.details,
-        )
-        for e in originals
-    ]
-
-
 def per_issuer(session: Session, point_entry_id: int, sign: int) -> dict[int, int]:
     """Points the entry took from (``sign`` -1) or gave back to (+1) lots, by the lots' issuing party."""
     rows = session.execute(
@@ -684,7 +638,8 @@ def coupon_owed(redemption: CouponRedemption, kept_fen: int | None = None) -> tu
         return None
     if kept_fen is None:
         kept_fen = redemption.discount_fen - redemption.returned_fen
-    return debtor, cost_share(bearer, redemption.issuer_pct, kept_fen)
+    fen = cost_share(bearer, redemption.issuer_pct, kept_fen)
+    return (debtor, fen) if fen > 0 else None
 
 
 def record_coupon_redemption(
@@ -693,6 +648,8 @@ def record_coupon_redemption(
     """A coupon issued by one store (or HQ) redeemed at another: its funder repays the redeeming store
     the discount given, per the template's bearer. The member's price difference (补差价) is cash the
     redeeming store took itself, so it is not settled."""
+    if coupon_owed(redemption, redemption.discount_fen) is None:
+        return None  # decided before the reason's store labels, which may cost a query each
     return record_benefit_use(
         session,
         redemption.org_id,
@@ -726,40 +683,43 @@ def record_coupon_returns(
     as ``coupons.on_return`` leaves them): reverse what the funders now owe less, so the entries of a
     redemption always net to ``coupon_owed`` (a full return reverses the whole entry). Reversals land in
     the open period of the return."""
-    session.flush()
     out = []
     for redemption in redemptions:
-        org_id, order_id = redemption.org_id, redemption.order_id
-        originals = session.scalars(
-            select(SettlementEntry).where(
-                SettlementEntry.org_id == org_id,
+        if coupon_owed(redemption, redemption.discount_fen) is None:
+            continue  # the sale settled nothing, so there is nothing to reverse
+        owed = coupon_owed(redemption)
+        reversal = aliased(SettlementEntry)
+        reversed_fen = (
+            select(func.coalesce(func.sum(reversal.amount_fen), 0))
+            .where(reversal.reverses_id == SettlementEntry.id)
+            .scalar_subquery()
+        )
+        rows = session.execute(
+            select(SettlementEntry, reversed_fen)
+            .where(
+                SettlementEntry.org_id == redemption.org_id,
                 SettlementEntry.kind == Kind.COUPON_REDEEMED,
                 SettlementEntry.source_ref == coupon_ref(redemption.id),
                 SettlementEntry.reverses_id.is_(None),
             )
+            .order_by(SettlementEntry.id)
         ).all()
-        owed = coupon_owed(redemption)
-        for original in originals:
-            reversed_fen = session.scalar(
-                select(func.coalesce(func.sum(SettlementEntry.amount_fen), 0)).where(
-                    SettlementEntry.reverses_id == original.id
-                )
-            )
+        for original, already in rows:
             still = owed[1] if owed is not None and owed[0] == original.debtor_key else 0
-            due = original.amount_fen - int(reversed_fen or 0) - still
+            due = original.amount_fen - int(already or 0) - still
             if due <= 0:
                 continue
             out.append(
                 record(
                     session,
-                    org_id,
+                    redemption.org_id,
                     Kind.COUPON_REDEEMED,
                     original.creditor_key,
                     original.debtor_key,
                     due,
                     source_ref=f"coupon_return:{return_id}:{redemption.id}",
                     at=at,
-                    order_id=order_id,
+                    order_id=redemption.order_id,
                     return_id=return_id,
                     reverses_id=original.id,
                     reason=f"退货退回优惠券优惠，冲回结算 {due} 分",

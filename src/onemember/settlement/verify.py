@@ -400,11 +400,7 @@ def _verify_coupons(session: Session, org_id: int, report: SettlementReport, pro
             recorded = originals.get(coupon_ref(redemption.id), [])
             report.sources += 1
             charged = coupon_owed(redemption, redemption.discount_fen)  # what the redemption first cost
-            want = (
-                []
-                if charged is None or charged[1] <= 0
-                else [(charged[0], redemption.redeeming_store_id, charged[1])]
-            )
+            want = [] if charged is None else [(charged[0], redemption.redeeming_store_id, charged[1])]
             got = [(e.debtor_key, e.creditor_key, e.amount_fen) for e in recorded]
             if got != want:
                 problems.append(f"coupon redemption {redemption.id}: settlement {got} does not match {want}")
