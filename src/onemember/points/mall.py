@@ -721,12 +721,16 @@ def coupon_codes(session: Session, org_id: int, redemptions: Sequence[RewardRede
     return {refs[str(ref)]: code for ref, code in rows}
 
 
-def redemptions_of(session: Session, member: Member) -> list[tuple[RewardRedemption, Reward]]:
-    """A member's redemptions, newest first."""
-    rows = session.execute(
+def redemptions_of(
+    session: Session, member: Member, limit: int | None = None
+) -> list[tuple[RewardRedemption, Reward]]:
+    """A member's redemptions, newest first (the newest ``limit`` of them, counted in SQL)."""
+    query = (
         select(RewardRedemption, Reward)
         .join(Reward, Reward.id == RewardRedemption.reward_id)
         .where(RewardRedemption.member_id == member.id)
         .order_by(RewardRedemption.id.desc())
-    ).all()
-    return [(r, w) for r, w in rows]
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [(r, w) for r, w in session.execute(query).all()]

@@ -15,8 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onemember.common import idempotency
-from onemember.coupons.models import Coupon, CouponTemplate
-from onemember.coupons.service import issuance as coupon_issuance
+from onemember.coupons.models import CouponTemplate
 from onemember.deps import SessionDep, client_ip
 from onemember.errors import DomainError
 from onemember.members import privacy
@@ -302,16 +301,8 @@ def member_mall_redemptions(
 ) -> HTMLResponse:
     """My redemptions, newest first: what, where, when, its status and the coupon it issued."""
     lang = request.state.lang
-    rows = mall.redemptions_of(session, member)[:MALL_LIMIT]
-    coupon_codes = {
-        c.source_ref: c.code
-        for c in session.scalars(
-            select(Coupon).where(
-                Coupon.org_id == member.org_id,
-                Coupon.source_ref.in_({coupon_issuance.mall_source_ref(r.id) for r, _ in rows} or {""}),
-            )
-        )
-    }
+    rows = mall.redemptions_of(session, member, limit=MALL_LIMIT)
+    coupon_codes = mall.coupon_codes(session, member.org_id, [r for r, _ in rows])
     stores = _store_names(session, member.org_id, {r.store_id for r, _ in rows if r.store_id is not None})
     history = [
         RedemptionRow(
@@ -324,7 +315,7 @@ def member_mall_redemptions(
             at=r.created_at,
             points=r.points,
             cash_fen=r.cash_fen,
-            coupon_code=coupon_codes.get(coupon_issuance.mall_source_ref(r.id)),
+            coupon_code=coupon_codes.get(r.id),
         )
         for r, w in rows
     ]
