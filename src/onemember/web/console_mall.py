@@ -38,8 +38,8 @@ from onemember.points.admin_api import RewardIn
 from onemember.points.models import Reward, RewardRedemption, RewardStock
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
-from onemember.web.console_org import Paged, linker, page_number, read_params
-from onemember.web.console_points import base_context, domain_errors, int_or_none, texts
+from onemember.web.console_org import Paged, linker, page_number, read_params, texts
+from onemember.web.console_points import base_context, domain_errors, int_or_none
 from onemember.web.export import xlsx_response
 from onemember.web.forms import (
     ERROR_TEXTS,

@@ -46,7 +46,7 @@ from onemember.web import charts, i18n
 from onemember.web.charts import grouped_bar
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
 from onemember.web.console import ScopeChoice, choose_scope, scope_context
-from onemember.web.console_org import HTMX_CONFIG, Paged, linker, page_number, read_params
+from onemember.web.console_org import HTMX_CONFIG, Paged, linker, page_number, read_params, texts
 from onemember.web.export import xlsx_response
 from onemember.web.forms import (
     ERROR_TEXTS,
@@ -381,13 +381,6 @@ TIER_ROWS = 5
 
 
 # --- shared plumbing -----------------------------------------------------------------------------------
-
-
-def texts(lang: str) -> Callable[[str], str]:
-    def t(key: str) -> str:
-        return i18n.translate(key, lang)
-
-    return t
 
 
 def base_context(user: Principal, tab: str, tz: str, **extra: Any) -> dict[str, Any]:

@@ -36,8 +36,7 @@ from onemember.settlement.errors import PartyNotFound
 from onemember.settlement.models import HQ, SettlementEntry, SettlementPolicy
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf
-from onemember.web.console_org import Paged, linker, page_number
-from onemember.web.console_points import texts
+from onemember.web.console_org import Paged, linker, page_number, texts
 from onemember.web.export import XLSX
 from onemember.web.forms import ERROR_TEXTS, FormErrors, PostedForm, label_sep, org_tz, yuan_to_fen
 from onemember.web.templating import fen, render
