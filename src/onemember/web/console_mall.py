@@ -11,7 +11,6 @@ belong to HQ); everyone else reads. Lists show only the stores in the viewer's s
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,10 +41,10 @@ from onemember.web.console_org import Paged, linker, page_number, read_params, t
 from onemember.web.console_points import base_context, domain_errors, int_or_none
 from onemember.web.export import xlsx_response
 from onemember.web.forms import (
-    ERROR_TEXTS,
     FormErrors,
     PostedForm,
     done,
+    error_text,
     label_sep,
     org_tz,
     writable_stores,
@@ -377,10 +376,7 @@ def parse_reward(form: PostedForm, lang: str) -> tuple[dict[str, str], RewardIn 
     except ValidationError as exc:
         for err in exc.errors():
             name = "cash" if err["loc"][0] == "cash_fen" else str(err["loc"][0])
-            zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
-            ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
-            text = (en if lang == "en" else zh).format_map(defaultdict(lambda: "?", ctx))
-            errors.add(name, f"{t('mallc.f.' + name)}{label_sep(lang)}{text}")
+            errors.add(name, f"{t('mallc.f.' + name)}{label_sep(lang)}{error_text(err, lang)}")
         return values, None, errors
 
 

@@ -38,7 +38,7 @@ from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf
 from onemember.web.console_org import Paged, linker, page_number, texts
 from onemember.web.export import XLSX
-from onemember.web.forms import ERROR_TEXTS, FormErrors, PostedForm, label_sep, org_tz, yuan_to_fen
+from onemember.web.forms import FormErrors, PostedForm, error_text, label_sep, org_tz, yuan_to_fen
 from onemember.web.templating import fen, render
 
 router = APIRouter(include_in_schema=False)
@@ -917,12 +917,8 @@ def correction_errors(exc: ValidationError, lang: str) -> FormErrors:
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         name = "amount" if name == "amount_fen" else name
-        zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
-        if err["type"] == "string_pattern_mismatch":
-            zh, en = i18n.MESSAGES["stl.corr.bad_month"]
-        ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
-        text = fill(en if lang == "en" else zh, **ctx)
-        errors.add(name, f"{t('stl.f.' + name)}{' ' if lang == 'en' else '：'}{text}")
+        text = t("stl.corr.bad_month") if err["type"] == "string_pattern_mismatch" else error_text(err, lang)
+        errors.add(name, f"{t('stl.f.' + name)}{label_sep(lang)}{text}")
     return errors
 
 
