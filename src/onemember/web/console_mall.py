@@ -37,7 +37,7 @@ from onemember.points.admin_api import RewardIn
 from onemember.points.models import Reward, RewardRedemption, RewardStock
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
-from onemember.web.console_org import Paged, linker, page_number, read_params, texts
+from onemember.web.console_org import fetch_page, linker, page_number, read_params, texts
 from onemember.web.console_points import base_context, domain_errors, int_or_none
 from onemember.web.export import xlsx_response
 from onemember.web.forms import (
@@ -539,11 +539,9 @@ def redemptions_page(
 ) -> HTMLResponse:
     params = read_params(request, ("status", "store", "page"))
     filters = read_filters(session, user, params)
-    page = page_number(params.get("page"))
-    found = list(
-        session.scalars(redemptions_query(user, filters).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
+    listing = fetch_page(
+        session, redemptions_query(user, filters), page_number(params.get("page")), PAGE_SIZE
     )
-    listing = Paged(found[:PAGE_SIZE], page, PAGE_SIZE, len(found) > PAGE_SIZE)
     notice = request.query_params.get("done", "")
     back = linker("/console/mall/redemptions", params)()
     return render(
