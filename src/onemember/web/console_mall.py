@@ -260,26 +260,22 @@ def chart_counts(session: Session, user: Principal) -> list[tuple[str, dict[str,
 
 def redemptions_chart(title: str, rows: list[tuple[str, dict[str, int]]], names: dict[str, str]) -> str:
     """Horizontal bars per reward, stacked by status (ECharts options for static/app/charts.js)."""
-    option: dict[str, Any] = {
-        "color": [charts.PALETTE[5], charts.PALETTE[2], "#adb5bd"],  # fulfilled, pending, cancelled
-        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
-        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "legend": {"bottom": 0, "left": "center"},
-        "grid": {"left": 8, "right": 24, "top": 40, "bottom": 40, "containLabel": True},
-        "xAxis": {"type": "value", "minInterval": 1},
-        "yAxis": {"type": "category", "data": [name for name, _ in rows][::-1]},
-        "series": [
-            {
-                "name": label,
-                "type": "bar",
-                "stack": "total",
-                "barMaxWidth": 22,
-                "data": [counts.get(status, 0) for _, counts in rows][::-1],
-            }
-            for status, label in names.items()
-        ],
-        "animation": False,
-    }
+    option = charts.bar_frame(title)
+    option["color"] = [charts.PALETTE[5], charts.PALETTE[2], "#adb5bd"]  # fulfilled, pending, cancelled
+    option["legend"] = {"bottom": 0, "left": "center"}
+    option["grid"] = {"left": 8, "right": 24, "top": 40, "bottom": 40, "containLabel": True}
+    option["xAxis"] = {"type": "value", "minInterval": 1}
+    option["yAxis"] = {"type": "category", "data": [name for name, _ in rows][::-1]}
+    option["series"] = [
+        {
+            "name": label,
+            "type": "bar",
+            "stack": "total",
+            "barMaxWidth": 22,
+            "data": [counts.get(status, 0) for _, counts in rows][::-1],
+        }
+        for status, label in names.items()
+    ]
     return json.dumps(option, ensure_ascii=False)
 
 

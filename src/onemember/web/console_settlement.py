@@ -352,18 +352,9 @@ def party_label(party: settlement_api.PartyOut) -> str:
 # --- charts --------------------------------------------------------------------------------------------
 
 
-def _frame(title: str) -> dict[str, Any]:
-    return {
-        "color": charts.PALETTE,
-        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
-        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "animation": False,
-    }
-
-
 def net_chart(title: str, names: list[str], nets_fen: list[int]) -> str:
     """Horizontal bars of nets: green when the party is owed, red when it owes."""
-    option = _frame(title)
+    option = charts.bar_frame(title)
     option["grid"] = {"left": 8, "right": 24, "top": 40, "bottom": 24, "containLabel": True}
     option["xAxis"] = {"type": "value"}
     option["yAxis"] = {"type": "category", "data": names[::-1]}
@@ -382,7 +373,7 @@ def net_chart(title: str, names: list[str], nets_fen: list[int]) -> str:
 
 def stacked_chart(title: str, names: list[str], series: dict[str, list[int]], *, stack: bool = True) -> str:
     """Bars per party, one series per kind (stacked) or side by side; values in yuan."""
-    option = _frame(title)
+    option = charts.bar_frame(title)
     option["legend"] = {"bottom": 0, "left": "center"}
     option["grid"] = {"left": 8, "right": 16, "top": 48, "bottom": 48, "containLabel": True}
     option["xAxis"] = {"type": "category", "data": names}
