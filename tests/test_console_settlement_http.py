@@ -102,12 +102,29 @@ def entry_rows(page: str) -> list[tuple[str, str, list[tuple[str, str | None]]]]
     return out
 
 
-def counts(factory: sessionmaker[Session], org_id: int) -> tuple[int, int, int, list[tuple[str, str]]]:
-    """Settlement entries, audit rows, idempotent answers aside: what a refusal must leave alone."""
+def counts(
+    factory: sessionmaker[Session], org_id: int
+) -> tuple[int, int, list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """Settlement entries, audit rows, the policies as stored and the periods: what a refusal must leave
+    alone (idempotent answers aside)."""
     with factory() as s:
         entries = s.scalar(select(func.count()).where(SettlementEntry.org_id == org_id)) or 0
         audits = s.scalar(select(func.count()).where(AuditLog.org_id == org_id)) or 0
-        policies = s.scalar(select(func.count()).where(SettlementPolicy.org_id == org_id)) or 0
+        policies = [
+            tuple(row)
+            for row in s.execute(
+                select(
+                    SettlementPolicy.id,
+                    SettlementPolicy.bearer,
+                    SettlementPolicy.issuer_pct,
+                    SettlementPolicy.value_fen,
+                    SettlementPolicy.value_points,
+                    SettlementPolicy.updated_at,
+                )
+                .where(SettlementPolicy.org_id == org_id)
+                .order_by(SettlementPolicy.id)
+            ).all()
+        ]
         periods = [
             (p, st)
             for p, st in s.execute(
@@ -116,7 +133,7 @@ def counts(factory: sessionmaker[Session], org_id: int) -> tuple[int, int, int, 
                 .order_by(SettlementPeriod.period)
             ).all()
         ]
-    return int(entries), int(audits), int(policies), periods
+    return int(entries), int(audits), policies, periods
 
 
 def october(client: TestClient, chain: Chain, clock: list[datetime]) -> dict[str, Any]:

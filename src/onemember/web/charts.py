@@ -37,9 +37,15 @@ def line(title: str, x: list[str], series: dict[str, list[float] | list[int]], *
     return json.dumps(option, ensure_ascii=False)
 
 
-def bar(title: str, x: list[str], values: list[float] | list[int], *, horizontal: bool = False) -> str:
+def bar_frame(title: str) -> dict[str, Any]:
+    """Options every bar chart shares (title, palette, a shadow pointer); callers add axes and series."""
     option = _base(title)
     option["tooltip"] = {"trigger": "axis", "axisPointer": {"type": "shadow"}}
+    return option
+
+
+def bar(title: str, x: list[str], values: list[float] | list[int], *, horizontal: bool = False) -> str:
+    option = bar_frame(title)
     cat = {"type": "category", "data": x}
     val = {"type": "value"}
     option["xAxis"], option["yAxis"] = (val, cat) if horizontal else (cat, val)
@@ -65,15 +71,10 @@ def pie(title: str, items: list[tuple[str, float | int]]) -> str:
 
 def grouped_bar(title: str, x: list[str], series: dict[str, list[int]]) -> str:
     """Bars side by side per category (ECharts options for static/app/charts.js)."""
-    option: dict[str, Any] = {
-        "color": PALETTE,
-        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
-        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "legend": {"bottom": 0, "left": "center"},
-        "grid": {"left": 56, "right": 16, "top": 48, "bottom": 56},
-        "xAxis": {"type": "category", "data": x},
-        "yAxis": {"type": "value"},
-        "series": [{"name": n, "type": "bar", "data": v, "barMaxWidth": 22} for n, v in series.items()],
-        "animation": False,
-    }
+    option = bar_frame(title)
+    option["legend"] = {"bottom": 0, "left": "center"}
+    option["grid"] = {"left": 56, "right": 16, "top": 48, "bottom": 56}
+    option["xAxis"] = {"type": "category", "data": x}
+    option["yAxis"] = {"type": "value"}
+    option["series"] = [{"name": n, "type": "bar", "data": v, "barMaxWidth": 22} for n, v in series.items()]
     return json.dumps(option, ensure_ascii=False)

@@ -11,7 +11,6 @@ belong to HQ); everyone else reads. Lists show only the stores in the viewer's s
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,14 +37,14 @@ from onemember.points.admin_api import RewardIn
 from onemember.points.models import Reward, RewardRedemption, RewardStock
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
-from onemember.web.console_org import Paged, linker, page_number, read_params
-from onemember.web.console_points import base_context, domain_errors, int_or_none, texts
+from onemember.web.console_org import fetch_page, linker, page_number, read_params, texts
+from onemember.web.console_points import base_context, domain_errors, int_or_none
 from onemember.web.export import xlsx_response
 from onemember.web.forms import (
-    ERROR_TEXTS,
     FormErrors,
     PostedForm,
     done,
+    error_text,
     label_sep,
     org_tz,
     writable_stores,
@@ -261,26 +260,22 @@ def chart_counts(session: Session, user: Principal) -> list[tuple[str, dict[str,
 
 def redemptions_chart(title: str, rows: list[tuple[str, dict[str, int]]], names: dict[str, str]) -> str:
     """Horizontal bars per reward, stacked by status (ECharts options for static/app/charts.js)."""
-    option: dict[str, Any] = {
-        "color": [charts.PALETTE[5], charts.PALETTE[2], "#adb5bd"],  # fulfilled, pending, cancelled
-        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
-        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "legend": {"bottom": 0, "left": "center"},
-        "grid": {"left": 8, "right": 24, "top": 40, "bottom": 40, "containLabel": True},
-        "xAxis": {"type": "value", "minInterval": 1},
-        "yAxis": {"type": "category", "data": [name for name, _ in rows][::-1]},
-        "series": [
-            {
-                "name": label,
-                "type": "bar",
-                "stack": "total",
-                "barMaxWidth": 22,
-                "data": [counts.get(status, 0) for _, counts in rows][::-1],
-            }
-            for status, label in names.items()
-        ],
-        "animation": False,
-    }
+    option = charts.bar_frame(title)
+    option["color"] = [charts.PALETTE[5], charts.PALETTE[2], "#adb5bd"]  # fulfilled, pending, cancelled
+    option["legend"] = {"bottom": 0, "left": "center"}
+    option["grid"] = {"left": 8, "right": 24, "top": 40, "bottom": 40, "containLabel": True}
+    option["xAxis"] = {"type": "value", "minInterval": 1}
+    option["yAxis"] = {"type": "category", "data": [name for name, _ in rows][::-1]}
+    option["series"] = [
+        {
+            "name": label,
+            "type": "bar",
+            "stack": "total",
+            "barMaxWidth": 22,
+            "data": [counts.get(status, 0) for _, counts in rows][::-1],
+        }
+        for status, label in names.items()
+    ]
     return json.dumps(option, ensure_ascii=False)
 
 
@@ -377,10 +372,7 @@ def parse_reward(form: PostedForm, lang: str) -> tuple[dict[str, str], RewardIn 
     except ValidationError as exc:
         for err in exc.errors():
             name = "cash" if err["loc"][0] == "cash_fen" else str(err["loc"][0])
-            zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
-            ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
-            text = (en if lang == "en" else zh).format_map(defaultdict(lambda: "?", ctx))
-            errors.add(name, f"{t('mallc.f.' + name)}{label_sep(lang)}{text}")
+            errors.add(name, f"{t('mallc.f.' + name)}{label_sep(lang)}{error_text(err, lang)}")
         return values, None, errors
 
 
@@ -543,11 +535,9 @@ def redemptions_page(
 ) -> HTMLResponse:
     params = read_params(request, ("status", "store", "page"))
     filters = read_filters(session, user, params)
-    page = page_number(params.get("page"))
-    found = list(
-        session.scalars(redemptions_query(user, filters).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
+    listing = fetch_page(
+        session, redemptions_query(user, filters), page_number(params.get("page")), PAGE_SIZE
     )
-    listing = Paged(found[:PAGE_SIZE], page, PAGE_SIZE, len(found) > PAGE_SIZE)
     notice = request.query_params.get("done", "")
     back = linker("/console/mall/redemptions", params)()
     return render(

@@ -34,7 +34,7 @@ from onemember.members.models import Member, MemberIdentity, MemberMerge
 from onemember.orders import returns as order_lookup
 from onemember.orders.models import Order
 from onemember.orders.views import order_out
-from onemember.org.models import Org, Store
+from onemember.org.models import Store
 from onemember.points import service as points
 from onemember.points.models import PointAccount, PointEntry, PointLot
 from onemember.segments.models import MemberCategoryStats, MemberStats, MemberStoreStats, MemberTag
@@ -42,6 +42,7 @@ from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
 from onemember.web.console import choose_scope, scope_context
 from onemember.web.export import xlsx_response
+from onemember.web.forms import is_htmx, org_tz
 from onemember.web.i18n import translate
 from onemember.web.templating import render
 
@@ -223,10 +224,6 @@ i18n.register(
 # --- shared helpers --------------------------------------------------------------------------------
 
 
-def _is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
 def _stores(session: Session, org_id: int) -> dict[int, Store]:
     return {s.id: s for s in session.scalars(select(Store).where(Store.org_id == org_id))}
 
@@ -234,11 +231,6 @@ def _stores(session: Session, org_id: int) -> dict[int, Store]:
 def _store_label(stores: dict[int, Store], store_id: int | None) -> str:
     store = stores.get(store_id) if store_id is not None else None
     return f"{store.code} {store.name}" if store else "-"
-
-
-def _org_tz(session: Session, org_id: int) -> str:
-    org = session.get(Org, org_id)
-    return org.timezone if org else "Asia/Shanghai"
 
 
 def _visible_to(user: Principal) -> ColumnElement[bool]:
@@ -672,7 +664,7 @@ def member_context(
         "account": account,
         "entries": entries,
         "lots": lots,
-        "tz": _org_tz(session, user.org_id),
+        "tz": org_tz(session, user),
     }
 
 
@@ -710,10 +702,8 @@ def member_order(
             "该订单不属于此会员", "That order does not belong to this member", code="orders.not_found"
         )
     detail = order_out(session, order)
-    if _is_htmx(request):
-        return render(
-            request, "console/members/_order.html", {"order": detail, "tz": _org_tz(session, user.org_id)}
-        )
+    if is_htmx(request):
+        return render(request, "console/members/_order.html", {"order": detail, "tz": org_tz(session, user)})
     return _member_page(request, session, user, member, order_detail=detail)
 
 
@@ -742,12 +732,12 @@ def reveal_phone(
     }
     if not reason:
         error = translate("members.reveal_need_reason", lang)
-        if _is_htmx(request):
+        if is_htmx(request):
             return render(request, "console/members/_phone.html", {**fragment, "reveal_error": error})
         return _member_page(request, session, user, member, 422, reveal_error=error)
     value = members.reveal_identity(session, user, member, IdentityKind.PHONE, reason)
     session.commit()
-    if _is_htmx(request):
+    if is_htmx(request):
         return render(request, "console/members/_phone.html", {**fragment, "revealed": value})
     return _member_page(request, session, user, member, revealed=value)
 
@@ -783,10 +773,10 @@ def merge_preview(
             merged_identities=members.identities_of(session, merged.id),
         )
     except DomainError as err:
-        if not _is_htmx(request):
+        if not is_htmx(request):
             raise
         ctx["merge_error"] = page_error_text(err, lang)
-    if _is_htmx(request):
+    if is_htmx(request):
         return render(request, "console/members/_merge_preview.html", {"merge": ctx})
     return _member_page(request, session, user, survivor, merge=ctx)
 
@@ -820,6 +810,6 @@ def merge_member(
     members.merge_members(session, user, survivor, merged, reason)
     session.commit()
     target = f"/console/members/{survivor.member_no}?{urlencode({'merged_from': merged.member_no})}"
-    if _is_htmx(request):
+    if is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)

@@ -36,6 +36,7 @@ from onemember.web import i18n
 from onemember.web.common import ConsoleUser, check_csrf, page_error_text
 from onemember.web.console import ScopeChoice, choose_scope, scope_context
 from onemember.web.export import xlsx_response
+from onemember.web.forms import is_htmx, org_tz
 from onemember.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -229,10 +230,6 @@ def fetch_page(session: Session, stmt: Select[Any], page: int, size: int, param:
     return Paged(rows[:size], page, size, len(rows) > size, param)
 
 
-def is_htmx(request: Request) -> bool:
-    return bool(request.headers.get("hx-request"))
-
-
 def texts(lang: str) -> Callable[[str], str]:
     def t(key: str) -> str:
         return i18n.translate(key, lang)
@@ -360,17 +357,13 @@ def staff_section(
     )
 
 
-def org_tz(session: Session, user: Principal) -> ZoneInfo:
-    return ZoneInfo(org_service.get_org(session, user.org_id).timezone)
-
-
 def staff_xlsx(
     session: Session, user: Principal, store: Store | None, params: dict[str, str], lang: str
 ) -> Response:
     """The staff list as Excel: every row of the page's filter, in the page's order."""
     stmt, _ = staff_query(user.org_id, store.id if store else None, params)
     rows = staff_rows(session, list(session.scalars(stmt.limit(EXPORT_LIMIT))))
-    t, tz = texts(lang), org_tz(session, user)
+    t, tz = texts(lang), ZoneInfo(org_tz(session, user))
     headers = [
         t(f"org.staff.{k}") for k in ("username", "display_name", "role", "region", "status", "created_at")
     ]
@@ -694,7 +687,7 @@ def store_keys_xlsx(code: str, request: Request, user: ConsoleUser, session: Ses
         t("org.key.status"),
         t("org.key.revoked_at"),
     ]
-    tz = org_tz(session, user)
+    tz = ZoneInfo(org_tz(session, user))
     rows = [
         (
             k.prefix,

@@ -46,15 +46,16 @@ from onemember.web import charts, i18n
 from onemember.web.charts import grouped_bar
 from onemember.web.common import ConsoleUser, Csrf, page_error_text
 from onemember.web.console import ScopeChoice, choose_scope, scope_context
-from onemember.web.console_org import HTMX_CONFIG, Paged, linker, page_number, read_params
+from onemember.web.console_org import HTMX_CONFIG, Paged, linker, page_number, read_params, texts
 from onemember.web.export import xlsx_response
 from onemember.web.forms import (
-    ERROR_TEXTS,
     FormErrors,
     Posted,
     PostedForm,
     done,
+    error_text,
     is_htmx,
+    label_sep,
     org_tz,
     writable_stores,
     yuan_to_fen,
@@ -383,13 +384,6 @@ TIER_ROWS = 5
 # --- shared plumbing -----------------------------------------------------------------------------------
 
 
-def texts(lang: str) -> Callable[[str], str]:
-    def t(key: str) -> str:
-        return i18n.translate(key, lang)
-
-    return t
-
-
 def base_context(user: Principal, tab: str, tz: str, **extra: Any) -> dict[str, Any]:
     return {
         "user": user,
@@ -432,17 +426,9 @@ def validation_errors(exc: ValidationError, lang: str, errors: FormErrors | None
     t = texts(lang)
     for err in exc.errors():
         loc = [p for p in err["loc"] if isinstance(p, str | int)]
-        zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
-        ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
-        text = (en if lang == "en" else zh).format_map(_Defaulting(ctx))
         name = ".".join(str(p) for p in loc)
-        errors.add(name, f"{field_label(loc, t)}{' ' if lang == 'en' else '：'}{text}")
+        errors.add(name, f"{field_label(loc, t)}{label_sep(lang)}{error_text(err, lang)}")
     return errors
-
-
-class _Defaulting(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "?"
 
 
 def domain_errors(err: DomainError, lang: str, errors: FormErrors | None = None) -> FormErrors:

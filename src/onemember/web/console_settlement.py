@@ -36,10 +36,9 @@ from onemember.settlement.errors import PartyNotFound
 from onemember.settlement.models import HQ, SettlementEntry, SettlementPolicy
 from onemember.web import charts, i18n
 from onemember.web.common import ConsoleUser, Csrf
-from onemember.web.console_org import Paged, linker, page_number
-from onemember.web.console_points import texts
+from onemember.web.console_org import Paged, linker, page_number, texts
 from onemember.web.export import XLSX
-from onemember.web.forms import ERROR_TEXTS, FormErrors, PostedForm, label_sep, org_tz, yuan_to_fen
+from onemember.web.forms import FormErrors, PostedForm, error_text, label_sep, org_tz, yuan_to_fen
 from onemember.web.templating import fen, render
 
 router = APIRouter(include_in_schema=False)
@@ -353,18 +352,9 @@ def party_label(party: settlement_api.PartyOut) -> str:
 # --- charts --------------------------------------------------------------------------------------------
 
 
-def _frame(title: str) -> dict[str, Any]:
-    return {
-        "color": charts.PALETTE,
-        "title": {"text": title, "left": 0, "textStyle": {"fontSize": 14, "fontWeight": 500}},
-        "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "animation": False,
-    }
-
-
 def net_chart(title: str, names: list[str], nets_fen: list[int]) -> str:
     """Horizontal bars of nets: green when the party is owed, red when it owes."""
-    option = _frame(title)
+    option = charts.bar_frame(title)
     option["grid"] = {"left": 8, "right": 24, "top": 40, "bottom": 24, "containLabel": True}
     option["xAxis"] = {"type": "value"}
     option["yAxis"] = {"type": "category", "data": names[::-1]}
@@ -383,7 +373,7 @@ def net_chart(title: str, names: list[str], nets_fen: list[int]) -> str:
 
 def stacked_chart(title: str, names: list[str], series: dict[str, list[int]], *, stack: bool = True) -> str:
     """Bars per party, one series per kind (stacked) or side by side; values in yuan."""
-    option = _frame(title)
+    option = charts.bar_frame(title)
     option["legend"] = {"bottom": 0, "left": "center"}
     option["grid"] = {"left": 8, "right": 16, "top": 48, "bottom": 48, "containLabel": True}
     option["xAxis"] = {"type": "category", "data": names}
@@ -918,12 +908,8 @@ def correction_errors(exc: ValidationError, lang: str) -> FormErrors:
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         name = "amount" if name == "amount_fen" else name
-        zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
-        if err["type"] == "string_pattern_mismatch":
-            zh, en = i18n.MESSAGES["stl.corr.bad_month"]
-        ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
-        text = fill(en if lang == "en" else zh, **ctx)
-        errors.add(name, f"{t('stl.f.' + name)}{' ' if lang == 'en' else '：'}{text}")
+        text = t("stl.corr.bad_month") if err["type"] == "string_pattern_mismatch" else error_text(err, lang)
+        errors.add(name, f"{t('stl.f.' + name)}{label_sep(lang)}{text}")
     return errors
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic_core import ErrorDetails
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -83,6 +85,13 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "too_long": ("最多 {max_length} 项", "has at most {max_length} entries"),
     "bool_parsing": ("须为是或否", "must be yes or no"),
 }
+
+
+def error_text(err: ErrorDetails, lang: str) -> str:
+    """One Pydantic error in the page's language, bounds filled in ("须大于 0" / "must be more than 0")."""
+    zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
+    ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
+    return (en if lang == "en" else zh).format_map(defaultdict(lambda: "?", ctx))
 
 
 @dataclass
