@@ -32,7 +32,7 @@ from onemember.web import i18n
 from onemember.web.common import page_error_text
 from onemember.web.console_benefits.translations import TEXTS
 from onemember.web.console_org import HTMX_CONFIG, texts
-from onemember.web.forms import ERROR_TEXTS, FormErrors, Posted, label_sep
+from onemember.web.forms import FormErrors, Posted, error_text, label_sep
 
 i18n.register(TEXTS)
 
@@ -117,10 +117,7 @@ def validation_errors(
     for err in exc.errors():
         names = [p for p in err["loc"] if isinstance(p, str)]
         name = (rename or {}).get(names[0], names[0]) if names else ""
-        zh, en = ERROR_TEXTS.get(err["type"], ("格式不正确", "is not valid"))
-        ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
-        message = fmt(en if lang == "en" else zh, **ctx)
-        errors.add(name, f"{t(f'{prefix}.{name}')}{label_sep(lang)}{message}")
+        errors.add(name, f"{t(f'{prefix}.{name}')}{label_sep(lang)}{error_text(err, lang)}")
     return errors
 
 
